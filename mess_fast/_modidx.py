@@ -124,6 +124,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mess_fast.predict._predict_batch': ('predict.html#_predict_batch', 'mess_fast/predict.py'),
                                    'mess_fast.predict._upsample': ('predict.html#_upsample', 'mess_fast/predict.py'),
                                    'mess_fast.predict._void_of': ('predict.html#_void_of', 'mess_fast/predict.py'),
+                                   'mess_fast.predict.class_argmax': ('predict.html#class_argmax', 'mess_fast/predict.py'),
                                    'mess_fast.predict.confusion': ('predict.html#confusion', 'mess_fast/predict.py'),
                                    'mess_fast.predict.label_edges': ('predict.html#label_edges', 'mess_fast/predict.py'),
                                    'mess_fast.predict.miou': ('predict.html#miou', 'mess_fast/predict.py'),
