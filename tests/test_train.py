@@ -1,0 +1,160 @@
+"Training invariants: PFD, loss equivalences, per-exit mIoU against torchmetrics, exit sampling, stage-2 freezing, export."
+from collections import Counter
+import numpy as np, pytest, torch, torch.nn.functional as F
+from fastai.learner import load_learner
+from mess_fast.data import mess_dls
+from mess_fast.model import FINAL
+from mess_fast.train import *
+
+VOID = 11
+
+@pytest.fixture(scope='module')
+def dls(): return mess_dls(size=(48, 64), bs=4, max_items=12, augment=False)
+
+def rand_out(seed=0, keys=('1:fcn-b0', '4:aspp-crm-b0'), n=12, b=3, h=10, w=12):
+    g = torch.Generator().manual_seed(seed)
+    out = {k: torch.randn(b, n, h, w, generator=g) for k in list(keys) + [FINAL]}
+    return out, torch.randint(0, n, (b, h, w), generator=g)
+
+def test_pfd_only_where_teacher_right():
+    out, y = rand_out()
+    s, t = out['1:fcn-b0'], out[FINAL]
+    kl = pfd_kl(s, t, y, T=2., void=VOID, reduction='none')
+    right = (t.argmax(1) == y) & (y != VOID)
+    assert right.any() and (~right).any()
+    assert (kl[~right] == 0).all()
+    assert (kl[right] > 0).all()            # a random student differs from the teacher everywhere
+    assert pfd_kl(t.clone(), t, y, void=VOID).abs() < 1e-6
+    # the mean is over non-void pixels
+    torch.testing.assert_close(pfd_kl(s, t, y, void=VOID), kl.sum() / (y != VOID).sum())
+
+def test_pfd_teacher_gets_no_gradient():
+    out, y = rand_out()
+    s = out['1:fcn-b0'].requires_grad_(); t = out[FINAL].requires_grad_()
+    pfd_kl(s, t, y, void=VOID).backward()
+    assert t.grad is None and s.grad.abs().sum() > 0
+    s.grad = None    # stage-2 loss: the final exit is not trained and only the student gets gradients
+    MultiExitLoss(VOID, distill=1., final_weight=0.)({'1:fcn-b0': s, FINAL: t}, y).backward()
+    assert t.grad is None and s.grad.abs().sum() > 0
+
+def test_loss_is_ce_without_distillation():
+    out, y = rand_out(1)
+    ce = sum(F.cross_entropy(o, y, ignore_index=VOID) for o in out.values())
+    torch.testing.assert_close(MultiExitLoss(VOID)(out, y), ce)
+    torch.testing.assert_close(MultiExitLoss(VOID, distill=0.)(out, y), ce)
+    # teacher wrong everywhere -> the PFD term vanishes, whatever its weight
+    wrong = {k: v.clone() for k, v in out.items()}
+    wrong[FINAL] = F.one_hot((y + 1) % 11, 12).permute(0, 3, 1, 2).float() * 10
+    ce_w = sum(F.cross_entropy(o, y, ignore_index=VOID) for o in wrong.values())
+    torch.testing.assert_close(MultiExitLoss(VOID, distill=5.)(wrong, y), ce_w)
+    # weights
+    w = MultiExitLoss(VOID, weights={'1:fcn-b0': 0.}, final_weight=2.)(out, y)
+    torch.testing.assert_close(w, 2 * F.cross_entropy(out[FINAL], y, ignore_index=VOID)
+                               + F.cross_entropy(out['4:aspp-crm-b0'], y, ignore_index=VOID))
+
+@pytest.mark.parametrize('bad', [dict(T=0), dict(T=-1), dict(distill=-0.1)])
+def test_loss_rejects_bad_params(bad):
+    with pytest.raises(ValueError): MultiExitLoss(VOID, **bad)
+
+class _L:
+    def __init__(self, pred, y): self.pred, self.y = pred, y
+
+def test_miou_matches_torchmetrics():
+    tm = pytest.importorskip('torchmetrics.classification')
+    m, a = ExitMetric('1:fcn-b0', 'miou', VOID), ExitMetric('1:fcn-b0', 'acc', VOID)
+    jac = tm.MulticlassJaccardIndex(12, average=None, ignore_index=VOID)
+    acc = tm.MulticlassAccuracy(12, average='micro', ignore_index=VOID)
+    m.reset(); a.reset()
+    for s in range(4):
+        out, y = rand_out(s)
+        y[0, :3] = VOID
+        out['1:fcn-b0'][:, 3] -= 100         # class 3 never predicted
+        y[y == 7] = 0                       # class 7 never true
+        for met in (m, a): met.accumulate(_L(out, y))
+        p = out['1:fcn-b0'].argmax(1); jac.update(p, y); acc.update(p, y)
+    per = jac.compute().numpy()
+    present = np.array([c != VOID for c in range(12)])
+    present[7] = True                       # predicted sometimes, never true: IoU 0 counts
+    np.testing.assert_allclose(m.value, per[present].mean(), rtol=1e-6)
+    np.testing.assert_allclose(a.value, float(acc.compute()), rtol=1e-6)
+
+def test_metric_name_and_missing_exit():
+    m = ExitMetric('3:fcn-b0', label='layer2.1/fcn-b0'); m.reset()
+    m.accumulate(_L({FINAL: torch.zeros(1, 12, 2, 2)}, torch.zeros(1, 2, 2, dtype=torch.long)))
+    assert m.value is None and m.name == 'miou layer2.1/fcn-b0'
+    with pytest.raises(ValueError, match='kind'): ExitMetric(kind='f1')
+
+def _count_heads(net):
+    calls = Counter()
+    hs = [h.register_forward_hook(lambda m, i, o, k=k: calls.update([k])) for k, h in net.heads.items()]
+    return calls, hs
+
+@pytest.mark.parametrize('mode', ['sample', 'all'])
+def test_stage1_exit_sampling(dls, mode):
+    learn = mess_learner(dls, stage1=mode, seed=0)
+    net = learn.model
+    calls, hs = _count_heads(net)
+    learn.fit_stage1(1, 1e-3)
+    for h in hs: h.remove()
+    n_batches = len(dls.train)
+    if mode == 'sample':
+        assert sum(calls.values()) == n_batches            # one head per training batch, none in validation
+        sampler = learn.cbs.filter(lambda c: isinstance(c, ExitSampler))[0]
+        assert sum(sampler.counts.values()) == n_batches
+    else:
+        assert calls == Counter({k: n_batches for k in net.heads})
+    assert net.active is None                               # restored after fit
+
+def test_stage2_leaves_backbone_and_final_bitwise(dls):
+    learn = mess_learner(dls, seed=0)
+    learn.fit_stage1(1, 1e-3)
+    learn.to_stage2(['fcn-b0', 'fcn-crm-b1-rdi'], positions=[0, 3, 6])
+    assert len(learn.model.heads) == 6
+    sd0 = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    x, _ = dls.one_batch()
+    learn.model.eval()
+    with torch.no_grad(): ref = learn.model.forward_exit(x)
+    learn.fit_stage2(1, 1e-2)
+    sd1 = learn.model.state_dict()
+    frozen = [k for k in sd0 if not k.startswith('heads.')]
+    assert any(k.endswith('running_mean') for k in frozen)
+    changed = [k for k in frozen if not torch.equal(sd0[k], sd1[k])]
+    assert not changed, changed
+    assert any(not torch.equal(sd0[k], sd1[k]) for k in sd0 if k.startswith('heads.'))   # the heads did train
+    learn.model.eval()
+    with torch.no_grad(): assert torch.equal(learn.model.forward_exit(x), ref)
+    tab = learn.exit_table()
+    assert list(tab.index) == learn.model.exit_keys
+    cost = learn.model.cost_table((48, 64)).set_index('key')
+    np.testing.assert_allclose(tab.gflops, cost.loc[tab.index, 'cum_gflops'])
+    assert set(best_exits(tab, 2)) <= set(learn.model.heads)
+
+def test_stage_order_errors(dls):
+    learn = mess_learner(dls)
+    with pytest.raises(RuntimeError, match='to_stage2'): learn.fit_stage2(1)
+    learn.to_stage2(['fcn-b0'], positions=[2])
+    with pytest.raises(RuntimeError, match='stage-1'): learn.fit_stage1(1)
+
+def test_loss_goes_down_on_a_fixed_batch(dls):
+    torch.manual_seed(0)
+    learn = mess_learner(dls, stage1='all', positions=[1, 4])
+    x, y = dls.one_batch()
+    learn.create_opt(); net = learn.model.train()
+    losses = []
+    for _ in range(8):
+        loss = learn.loss_func(net(x), y); loss.backward(); learn.opt.step(); learn.opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+def test_export_round_trip(dls, tmp_path):
+    learn = mess_learner(dls, seed=0, positions=[2, 5])
+    learn.fit_stage1(1, 1e-3)
+    learn.export(tmp_path/'l.pkl')
+    learn2 = load_learner(tmp_path/'l.pkl')
+    assert isinstance(learn2, MESSLearner) and learn2.model.exit_keys == learn.model.exit_keys
+    x, y = dls.one_batch()
+    p1, _ = learn.get_preds(dl=[(x, y)]); p2, _ = learn2.get_preds(dl=[(x, y)])
+    for k in p1: assert torch.equal(p1[k], p2[k])
+    # the network file alone: never silently overwritten
+    learn.model.save(tmp_path/'net.pth')
+    with pytest.raises(FileExistsError): learn.model.save(tmp_path/'net.pth')
