@@ -23,6 +23,7 @@ from mess_fast.profile import profile_net
 def quick_train(dls, size, epochs, out):
     "Fallback when no trained checkpoint exists: ResNet-18 OS16 with an fcn-b0 exit at every position, all exits' CE summed, from scratch"
     from fastai.learner import Learner
+    import fastai.callback.schedule  # noqa: patches Learner.fit_one_cycle
     void = dls.void_code
     net = MESSNet('resnet18', n_classes=len(dls.vocab), output_stride=16)
     for p in range(len(net.candidates)): net.add_exit(p, 'fcn-b0')
