@@ -24,7 +24,7 @@ __all__ = ['COMMANDS', 'fresh_dir', 'parse_size', 'parse_grid', 'train', 'main']
 # %% ../nbs/08_cli.ipynb #755fc9c0
 def fresh_dir(path:str|Path)->Path:
     "`path` if it is missing or empty, else the first missing or empty `path-2`, `path-3`, ...; created"
-    path = Path(path)
+    path = Path(path).expanduser().resolve()
     cand, i = path, 1
     while cand.exists() and (not cand.is_dir() or any(cand.iterdir())):
         i += 1; cand = path.with_name(f"{path.name}-{i}")
@@ -59,7 +59,7 @@ def train(data:str=None,          # Dataset folder (SegNet, fastai or folders la
           out:str='mess_run',      # Output folder (a numbered sibling is used if it exists and is not empty)
           arch:str='resnet18',     # Backbone: resnet18/34/50/101, mobilenet_v2, mobilenet_v3_large, or timm:<name>
           pretrained:bool=False,   # Start from ImageNet weights (downloads them the first time)
-          output_stride:int=16,    # ResNet output stride: 8 (the paper's), 16 or 32
+          output_stride:int=None,  # ResNet/timm output stride: 8 (the paper's), 16 or 32; default 16 (MobileNets: native)
           size:str='120,160',      # Training input size 'H,W'
           bs:int=8,                # Batch size
           epochs1:int=20,          # Stage-1 epochs (backbone + final head + one sampled exit per iteration)
@@ -87,7 +87,7 @@ def train(data:str=None,          # Dataset folder (SegNet, fastai or folders la
     set_seed(seed, reproducible=True)
     dls = mess_dls(path, size=hw, bs=bs, max_items=max_items, seed=seed)
     outp = fresh_dir(out)
-    if outp != Path(out): print(f"{out} exists and is not empty: writing to {outp}")
+    if outp != Path(out).expanduser().resolve(): print(f"{out} exists and is not empty: writing to {outp}")
     print(f"data: {path} ({len(dls.train_ds)} train / {len(dls.valid_ds)} valid frames, {dls.c} classes), output: {outp}")
     learn = mess_learner(dls, arch=arch, pretrained=pretrained, output_stride=output_stride, stage1=stage1,
                          seed=seed, path=outp)

@@ -23,8 +23,8 @@ from .data import show_overlay, CAMVID_CODES
 from .predict import confusion, miou, class_argmax
 
 # %% auto #0
-__all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitSampler', 'mess_splitter', 'MESSLearner',
-           'mess_learner', 'best_exits', 'plot_exits']
+__all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitSampler', 'FrozenEval', 'mess_splitter',
+           'MESSLearner', 'mess_learner', 'best_exits', 'plot_exits']
 
 # %% ../nbs/02_train.ipynb #49125660
 def _plain(x):
@@ -156,9 +156,21 @@ class ExitSampler(Callback):
         k = self.rng.choice(keys)
         self.counts[k] = self.counts.get(k, 0) + 1
         net.active = [k]
+    def after_backward(self):
+        "Unsampled heads get no step: fastai zeroes grads instead of clearing them, and Adam/weight decay would move them"
+        net = self.learn.model
+        if net.active is None: return
+        for k, h in net.heads.items():
+            if k not in net.active:
+                for p in h.parameters(): p.grad = None
     def after_fit(self): self.learn.model.active, self.in_fit = None, False
 
 # %% ../nbs/02_train.ipynb #5c7d681b
+class FrozenEval(Callback):
+    "Stage 2: keep the frozen backbone and final head in eval mode (BatchNorm statistics and dropout) while the heads train"
+    order = 1  # after `TrainEvalCallback` switches the whole model to train mode
+    def before_train(self): self.learn.model.stages.eval(); self.learn.model.final_head.eval()
+
 def mess_splitter(net:MESSNet)->list:
     "Parameter groups: [backbone + final head, exit heads]"
     return [list(net.stages.parameters()) + list(net.final_head.parameters()), list(net.heads.parameters())]
@@ -184,7 +196,7 @@ class MESSLearner(Learner):
 def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with `c` and `void_code`)
                  arch:str='resnet18',      # Backbone (see `TV_ARCHS`, or 'timm:<name>')
                  pretrained:bool=False,    # Start from ImageNet weights (needs internet the first time)
-                 output_stride:int|None=16, # ResNet output stride (8 as in the paper is 2-3x slower on a CPU)
+                 output_stride:int|None=None, # ResNets/timm: 8 (the paper's), 16 or 32; None: 16 for them (8 is 2-3x slower on a CPU), native for MobileNets
                  final_head:str='deeplab', # 'deeplab' or 'fcn'
                  stage1:str='sample',      # 'sample' (one exit per iteration, the paper's) or 'all'
                  stage1_head='fcn-b0',     # Head used at every candidate during stage 1
@@ -195,6 +207,7 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
     "A `MESSLearner` ready for stage 1: a `MESSNet` with a stage-1 head at every candidate point"
     void = getattr(dls, 'void_code', None)
     n = getattr(dls, 'c', None) or len(dls.vocab)
+    if output_stride is None and (arch.startswith('resnet') or arch.startswith('timm:')): output_stride = 16
     net = MESSNet(arch, n_classes=n, pretrained=pretrained, output_stride=output_stride, final_head=final_head)
     for p in (positions if positions is not None else _default_positions(net)): net.add_exit(p, stage1_head)
     kwargs.setdefault('opt_func', Adam); kwargs['train_bn'] = False
@@ -237,8 +250,8 @@ def to_stage2(self:MESSLearner,
         for cfg in grid: net.add_exit(p, cfg)
     net.active = None
     for p in net.parameters(): p.grad = None
-    self.remove_cbs(self.cbs.filter(lambda c: isinstance(c, (ExitSampler, BnFreeze))))
-    self.add_cb(BnFreeze())
+    self.remove_cbs(self.cbs.filter(lambda c: isinstance(c, (ExitSampler, BnFreeze, FrozenEval))))
+    self.add_cbs([BnFreeze(), FrozenEval()])
     self.loss_func = MultiExitLoss(self.void, distill=distill, T=T, final_weight=0.)
     self.train_bn, self.opt, self.stage = False, None, 2
     self.create_opt(); self.freeze()

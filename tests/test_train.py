@@ -95,14 +95,20 @@ def test_stage1_exit_sampling(dls, mode):
     net = learn.model
     calls, hs = _count_heads(net)
     learn.fit_stage1(1, 1e-3)
+    before = {k: [p.clone() for p in h.parameters()] for k, h in net.heads.items()}
+    learn.fit_stage1(1, 1e-3)      # second fit: heads trained in the first one have Adam state and zeroed grads
     for h in hs: h.remove()
     n_batches = len(dls.train)
     if mode == 'sample':
-        assert sum(calls.values()) == n_batches            # one head per training batch, none in validation
+        assert sum(calls.values()) == 2 * n_batches        # one head per training batch, none in validation
         sampler = learn.cbs.filter(lambda c: isinstance(c, ExitSampler))[0]
         assert sum(sampler.counts.values()) == n_batches
+        unsampled = [k for k in net.heads if k not in sampler.counts]
+        assert unsampled
+        for k in unsampled:   # a head not sampled in this fit does not move (no momentum, no weight decay)
+            assert all(torch.equal(a, b) for a, b in zip(before[k], net.heads[k].parameters())), k
     else:
-        assert calls == Counter({k: n_batches for k in net.heads})
+        assert calls == Counter({k: 2 * n_batches for k in net.heads})
     assert net.active is None                               # restored after fit
 
 def test_stage2_leaves_backbone_and_final_bitwise(dls):
@@ -158,3 +164,8 @@ def test_export_round_trip(dls, tmp_path):
     # the network file alone: never silently overwritten
     learn.model.save(tmp_path/'net.pth')
     with pytest.raises(FileExistsError): learn.model.save(tmp_path/'net.pth')
+
+def test_mobilenet_learner_default_stride(dls):
+    learn = mess_learner(dls, arch='mobilenet_v3_large', positions=[3, 9])
+    assert learn.model.config['output_stride'] is None and learn.model.exit_keys == ['3:fcn-b0', '9:fcn-b0', FINAL]
+    assert mess_learner(dls).model.config['output_stride'] == 16
