@@ -24,7 +24,7 @@ from .predict import confusion, miou, class_argmax
 
 # %% auto #0
 __all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitSampler', 'FrozenEval', 'mess_splitter',
-           'MESSLearner', 'mess_learner', 'best_exits', 'plot_exits']
+           'MESSLearner', 'mess_learner', 'SaveBest', 'best_exits', 'plot_exits']
 
 # %% ../nbs/02_train.ipynb #49125660
 def _plain(x):
@@ -217,8 +217,17 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
     return learn
 
 # %% ../nbs/02_train.ipynb #ec78fe7e
+class SaveBest(SaveModelCallback):
+    "`SaveModelCallback` that reloads only a checkpoint written during this fit (none: keep the last weights, warn)"
+    def before_fit(self): self.last_saved_path = None; super().before_fit()
+    def after_fit(self, **kwargs):
+        if self.last_saved_path is not None: return super().after_fit(**kwargs)
+        warnings.warn(f"no epoch improved {self.monitor!r}: kept the weights of the last epoch")
+
 def _save_cb(learn, monitor, fname, comp=None):
-    return SaveModelCallback(monitor=monitor, comp=comp, fname=fname, with_opt=False, reset_on_fit=True)
+    names = [getattr(m, 'name', None) for m in listify(learn.metrics)]
+    if monitor not in names and monitor != 'valid_loss': monitor, comp = 'valid_loss', None
+    return SaveBest(monitor=monitor, comp=comp, fname=fname, with_opt=False, reset_on_fit=True)
 
 @patch
 def fit_stage1(self:MESSLearner,

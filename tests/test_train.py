@@ -169,3 +169,9 @@ def test_mobilenet_learner_default_stride(dls):
     learn = mess_learner(dls, arch='mobilenet_v3_large', positions=[3, 9])
     assert learn.model.config['output_stride'] is None and learn.model.exit_keys == ['3:fcn-b0', '9:fcn-b0', FINAL]
     assert mess_learner(dls).model.config['output_stride'] == 16
+
+def test_save_best_without_metrics_or_epochs(dls, tmp_path):
+    learn = mess_learner(dls, positions=[2], metrics=[], path=tmp_path)
+    learn.fit_stage1(1, 1e-3, save_best=True)          # no 'miou final' metric: monitors valid_loss
+    assert (tmp_path/'models'/'mess_stage1.pth').exists()
+    with pytest.warns(UserWarning, match='no epoch improved'): learn.fit_stage1(0, 1e-3, save_best=True)
