@@ -24,9 +24,10 @@ def hooks(net):
 
 def spread_policy(net, full, exits, n, **kw):
     "Per-exit thresholds at batch medians, so images leave at several exits"
-    tp = {k: float(pixel_confidence(full[k]).median()) for k in exits}
+    tp = {k: float(pixel_confidence(full[k], kw.get('kind', 'top1')).median()) for k in exits}
     ti, rest = {}, torch.arange(n)
     for k in exits:
+        if len(rest) == 0: ti[k] = 1.; continue   # every image has left: nobody exits here
         os_ = net.candidates[parse_exit_key(k)[0]].stride
         ic = ExitPolicy(tp, at='full', **kw).image_confidence(full[k][rest], k, os_)
         ti[k] = float(ic.sort().values[len(ic) // 2]); rest = rest[ic < ti[k]]
