@@ -83,6 +83,13 @@ def train(data:str=None,          # Dataset folder (SegNet, fastai or folders la
     pos = _csv(positions, int, 'positions') or None
     ths = _csv(th_imgs, float, 'th_imgs')
     if stage1 not in ('sample', 'all'): raise CliError(f"--stage1: expected 'sample' or 'all', got {stage1!r}")
+    for n, v in [('th-pix', th_pix)] + [('th-imgs', t) for t in ths]:
+        if not 0 <= v <= 1: raise CliError(f"--{n}: thresholds must lie in [0, 1], got {v}")
+    for n, v, lo in (('epochs1', epochs1, 1), ('epochs2', epochs2, 1), ('n-exits', n_exits, 1), ('bs', bs, 1)):
+        if v < lo: raise CliError(f"--{n}: expected an integer >= {lo}, got {v}")
+    if distill < 0: raise CliError(f"--distill: expected a weight >= 0, got {distill}")
+    for n, v in (('grid', heads), ('positions', pos or [])):
+        if len(set(v)) != len(v): raise CliError(f"--{n}: duplicate entries in {v}")
     path = resolve_data_path(data)
     set_seed(seed, reproducible=True)
     dls = mess_dls(path, size=hw, bs=bs, max_items=max_items, seed=seed)
@@ -91,6 +98,9 @@ def train(data:str=None,          # Dataset folder (SegNet, fastai or folders la
     print(f"data: {path} ({len(dls.train_ds)} train / {len(dls.valid_ds)} valid frames, {dls.c} classes), output: {outp}")
     learn = mess_learner(dls, arch=arch, pretrained=pretrained, output_stride=output_stride, stage1=stage1,
                          seed=seed, path=outp)
+    n_cand = len(learn.model.candidates)
+    if pos and not all(0 <= p < n_cand for p in pos):
+        raise CliError(f"--positions: {arch} has candidate exits 0..{n_cand - 1}, got {pos}")
     t0 = time.perf_counter(); learn.fit_stage1(epochs1, lr1, save_best=True)
     t1 = time.perf_counter(); learn.to_stage2(heads, pos, distill=distill); learn.fit_stage2(epochs2, lr2, save_best=True)
     t2 = time.perf_counter()

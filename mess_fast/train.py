@@ -253,8 +253,12 @@ def to_stage2(self:MESSLearner,
              ):
     "Switch to stage 2: drop the stage-1 heads, attach `grid` at `positions`, freeze backbone and final head"
     net = self.model
-    for k in list(net.heads): net.remove_exit(k)
     pos = positions if positions is not None else _default_positions(net)
+    cfgs = [HeadConfig.from_name(c) if isinstance(c, str) else c for c in grid]   # validate before changing anything
+    if len(set(cfgs)) != len(cfgs): raise ValueError(f"duplicate head configs in grid {list(grid)}")
+    if len(set(pos)) != len(pos) or not all(0 <= p < len(net.candidates) for p in pos):
+        raise ValueError(f"positions must be distinct candidates in 0..{len(net.candidates) - 1}, got {list(pos)}")
+    for k in list(net.heads): net.remove_exit(k)
     for p in pos:
         for cfg in grid: net.add_exit(p, cfg)
     net.active = None

@@ -175,3 +175,10 @@ def test_save_best_without_metrics_or_epochs(dls, tmp_path):
     learn.fit_stage1(1, 1e-3, save_best=True)          # no 'miou final' metric: monitors valid_loss
     assert (tmp_path/'models'/'mess_stage1.pth').exists()
     with pytest.warns(UserWarning, match='no epoch improved'): learn.fit_stage1(0, 1e-3, save_best=True)
+
+def test_to_stage2_validates_before_changing_anything(dls):
+    learn = mess_learner(dls, positions=[1, 2])
+    keys = list(learn.model.heads)
+    for grid, pos, msg in [(['fcn-b0'], [9], 'positions'), (['fcn-b0', 'fcn-b0'], [1], 'duplicate'), (['fcn-b7x'], [1], '')]:
+        with pytest.raises(ValueError, match=msg): learn.to_stage2(grid, pos)
+        assert list(learn.model.heads) == keys and learn.stage == 1
