@@ -10,7 +10,7 @@ ResNet-18 from scratch, output stride 16, at 120x160 (a third of CamVid's 360x48
    the same loss on the same batches with the same sampled exits, interleaved rounds, ratio of medians in one run.
 
 Prints tables and writes bench/results/train.json and the trained network bench/results/mess_r18.pth (refuses to
-overwrite it unless --overwrite).   Run:  .venv/bin/python bench/bench_train.py   (about 35 min here)
+overwrite it unless --overwrite).   Run:  .venv/bin/python bench/bench_train.py   (57 min here, 2 cores)
 """
 import json, time, datetime, os, sys, random, platform, statistics
 from pathlib import Path
@@ -23,7 +23,8 @@ from fastai.data.core import DataLoaders
 from fastai.torch_core import set_seed
 from mess_fast.data import mess_dls
 from mess_fast.model import FINAL
-from mess_fast.train import mess_learner, MultiExitLoss, ExitSampler, _plain
+from mess_fast.train import mess_learner, MultiExitLoss
+from mess_fast.predict import _plain
 
 
 class StepTimer(Callback):

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json, sys, time, platform
 from pathlib import Path
 
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 import matplotlib
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse, parse_cli, CliError
 from fastai.torch_core import set_seed
 import mess_fast
 from .data import mess_dls, resolve_data_path
-from .model import HeadConfig, FINAL
+from .model import HeadConfig
 from .train import mess_learner, plot_exits, best_exits
 from .predict import policy_report
 

@@ -4,33 +4,27 @@
 
 # %% ../nbs/02_train.ipynb #673dec95
 from __future__ import annotations
-import os, random, warnings
-from pathlib import Path
+import random, warnings
 
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, listify, patch
 from fastcore.meta import delegates
-from fastai.learner import Learner, Metric, load_learner
+from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
-from fastai.callback.training import BnFreeze
 from fastai.callback.tracker import SaveModelCallback
 import fastai.callback.schedule  # noqa: F401  (patches `Learner.fit_one_cycle`)
 from fastai.optimizer import Adam
-from .model import MESSNet, HeadConfig, FINAL, parse_exit_key, exit_key
-from .data import show_overlay, CAMVID_CODES
-from .predict import confusion, miou, class_argmax
+from .model import MESSNet, HeadConfig, FINAL, parse_exit_key
+from .data import show_overlay
+from .predict import confusion, miou, class_argmax, _plain
 
 # %% auto #0
 __all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitSampler', 'FrozenEval', 'mess_splitter',
            'MESSLearner', 'mess_learner', 'SaveBest', 'best_exits', 'plot_exits']
 
 # %% ../nbs/02_train.ipynb #49125660
-def _plain(x):
-    "A plain `torch.Tensor` view of `x`"
-    return x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) and type(x) is not torch.Tensor else x
-
 def _ignore(void): return -100 if void is None else void
 
 # %% ../nbs/02_train.ipynb #e3c1ed29
@@ -100,6 +94,15 @@ def exit_label(net:MESSNet, key:str)->str:
     pos, cfg = parse_exit_key(key)
     return f"{net.candidates[pos].name}/{cfg.name}"
 
+def _batch_confusion(learn, key, void):
+    "Confusion matrix of exit `key` on the current batch, computed once however many metrics read it"
+    cache = getattr(learn, '_exit_cms', None)
+    if cache is None or cache[0] is not learn.pred: cache = learn._exit_cms = (learn.pred, {})
+    if (key, void) not in cache[1]:
+        o = _plain(learn.pred[key]).detach()
+        cache[1][key, void] = confusion(class_argmax(o), _plain(learn.y), o.shape[1], void).cpu()
+    return cache[1][key, void]
+
 class ExitMetric(Metric):
     "mIoU or pixel accuracy of one exit, from a confusion matrix accumulated over the dataset"
     def __init__(self,
@@ -115,8 +118,7 @@ class ExitMetric(Metric):
     def accumulate(self, learn):
         out = learn.pred
         if self.key not in out: return
-        o, y = _plain(out[self.key]).detach(), _plain(learn.y)
-        cm = confusion(class_argmax(o), y, o.shape[1], self.void).cpu()
+        cm = _batch_confusion(learn, self.key, self.void)
         self.cm = cm if self.cm is None else self.cm + cm
 
     @property
@@ -229,6 +231,11 @@ def _save_cb(learn, monitor, fname, comp=None):
     if monitor not in names and monitor != 'valid_loss': monitor, comp = 'valid_loss', None
     return SaveBest(monitor=monitor, comp=comp, fname=fname, with_opt=False, reset_on_fit=True)
 
+def _fit_stage(learn, epochs, lr, save_cb=None, **kwargs):
+    "`fit_one_cycle` with the user's `cbs` and, if given, the save-best callback"
+    cbs = listify(kwargs.pop('cbs', None)) + ([save_cb] if save_cb else [])
+    learn.fit_one_cycle(epochs, lr, cbs=cbs, **kwargs)
+
 @patch
 def fit_stage1(self:MESSLearner,
                epochs:int=10,             # Epochs of one-cycle training
@@ -238,9 +245,7 @@ def fit_stage1(self:MESSLearner,
                **kwargs):                 # Passed to `fit_one_cycle`
     "Stage 1: backbone, final head and one sampled exit per iteration, trained end to end"
     if self.stage != 1: raise RuntimeError("fit_stage1 must run before to_stage2: the stage-1 heads are gone")
-    cbs = listify(kwargs.pop('cbs', None))
-    if save_best: cbs.append(_save_cb(self, f'miou {FINAL}', fname, np.greater))
-    self.fit_one_cycle(epochs, lr, cbs=cbs, **kwargs)
+    _fit_stage(self, epochs, lr, save_best and _save_cb(self, f'miou {FINAL}', fname, np.greater), **kwargs)
 
 # %% ../nbs/02_train.ipynb #e0758149
 @patch
@@ -263,8 +268,8 @@ def to_stage2(self:MESSLearner,
         for cfg in grid: net.add_exit(p, cfg)
     net.active = None
     for p in net.parameters(): p.grad = None
-    self.remove_cbs(self.cbs.filter(lambda c: isinstance(c, (ExitSampler, BnFreeze, FrozenEval))))
-    self.add_cbs([BnFreeze(), FrozenEval()])
+    self.remove_cbs(self.cbs.filter(lambda c: isinstance(c, (ExitSampler, FrozenEval))))
+    self.add_cb(FrozenEval())
     self.loss_func = MultiExitLoss(self.void, distill=distill, T=T, final_weight=0.)
     self.train_bn, self.opt, self.stage = False, None, 2
     self.create_opt(); self.freeze()
@@ -283,9 +288,7 @@ def fit_stage2(self:MESSLearner,
                **kwargs):                 # Passed to `fit_one_cycle`
     "Stage 2: train every attached head at once on the frozen backbone, with PFD"
     if self.stage != 2: raise RuntimeError("call to_stage2 first (it attaches the heads and freezes the backbone)")
-    cbs = listify(kwargs.pop('cbs', None))
-    if save_best: cbs.append(_save_cb(self, 'valid_loss', fname))
-    self.fit_one_cycle(epochs, lr, cbs=cbs, **kwargs)
+    _fit_stage(self, epochs, lr, save_best and _save_cb(self, 'valid_loss', fname), **kwargs)
 
 # %% ../nbs/02_train.ipynb #142b6560
 @patch
