@@ -17,7 +17,7 @@ from .model import MESSNet, FINAL, parse_exit_key
 
 # %% auto #0
 __all__ = ['CONF_KINDS', 'pixel_confidence', 'class_argmax', 'label_edges', 'window_median', 'ExitPolicy', 'EarlyExitPredictor',
-           'confusion', 'miou', 'policy_report']
+           'image_test_dl', 'confusion', 'miou', 'policy_report']
 
 # %% ../nbs/03_predict.ipynb #f7f43107
 CONF_KINDS = ('top1', 'entropy')
@@ -221,8 +221,9 @@ def _predict_batch(self:EarlyExitPredictor, x, exit:str|None=None, logits:bool=F
             if logits: out_logits[rows] = up
             for r in rows.tolist(): taken[r] = key
         if len(sel) == len(idx): break
-        stay = (~leave).nonzero()[:, 0]
-        idx, feats = idx[stay], feats[stay]
+        if len(sel):   # the images that left drop out of the batch (no copy when nobody left)
+            stay = (~leave).nonzero()[:, 0]
+            idx, feats = idx[stay], feats[stay]
     return dict(masks=masks, exits=taken, conf=conf, logits=out_logits)
 
 EarlyExitPredictor.predict_batch = _predict_batch
@@ -249,6 +250,24 @@ _anytime.__doc__ = "Anytime mode: yield each chosen exit's output (masks, conf, 
 _anytime.__name__ = 'anytime'; _anytime.__qualname__ = 'EarlyExitPredictor.anytime'
 
 # %% ../nbs/03_predict.ipynb #946b24bc
+def image_test_dl(dls,       # The training `DataLoaders` (their item and batch transforms are applied)
+                  items,     # File paths and/or PIL images
+                  **kwargs,  # Passed to `dls.test_dl`
+                 ):
+    "A `dls.test_dl` over image files or PIL images, also for `DataLoaders` whose items are (image, mask) pairs"
+    items = listify(items)
+    if not items: raise ValueError("No images to predict on")
+    for p in items:
+        if isinstance(p, (str, Path)) and not Path(p).exists(): raise FileNotFoundError(f"No image file at {p}")
+        if not isinstance(p, (str, Path, Image.Image)):
+            raise TypeError(f"Expected image file paths or PIL images, got {type(p).__name__}")
+    from fastai.vision.core import PILImage
+    items = [PILImage.create(i.convert('RGB')) if isinstance(i, Image.Image) else i for i in items]
+    try: dls.valid_ds.tls[0].tfms(items[0])
+    except Exception: items = [(i,) for i in items]   # DataBlocks over (image, mask) pairs get x with ItemGetter(0)
+    return dls.test_dl(items, **({'num_workers': 0} | kwargs))
+
+# %% ../nbs/03_predict.ipynb #4aafd19e
 def _batches(self, items):
     "Yield (x, y or None) batches for a DataLoader, a list of paths/PIL images, or tensors"
     if isinstance(items, torch.Tensor): yield items, None; return
@@ -260,13 +279,7 @@ def _batches(self, items):
     if self.dls is None:
         raise ValueError("Predicting on file paths or PIL images needs the training DataLoaders for their resize and "
                          "normalisation: EarlyExitPredictor(net, exits, policy, dls=dls)")
-    for p in items:
-        if isinstance(p, (str, Path)) and not Path(p).exists(): raise FileNotFoundError(f"No image file at {p}")
-    from fastai.vision.core import PILImage
-    items = [PILImage.create(i.convert('RGB')) if isinstance(i, Image.Image) else i for i in items]
-    try: self.dls.valid_ds.tls[0].tfms(items[0])
-    except Exception: items = [(i,) for i in items]   # DataBlocks over (image, mask) pairs get x with ItemGetter(0)
-    for b in self.dls.test_dl(items, num_workers=0): yield b[0], None
+    for b in image_test_dl(self.dls, items): yield b[0], None
 
 EarlyExitPredictor._batches = _batches
 

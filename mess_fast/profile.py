@@ -64,8 +64,11 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
     policy = policy or ExitPolicy()
     pred = EarlyExitPredictor(net, None, policy)
     with torch.no_grad(): feats = net.features(x)
-    ins = [x] + feats[:-1]
-    jobs = [('stage', f'stage{i}', i, lambda s=s, f=f: s(f)) for i, (s, f) in enumerate(zip(net.stages, ins))]
+    def chain(i):
+        f = x
+        for s in net.stages[:i + 1]: f = s(f)
+        return f
+    jobs = [('stage', f'stage{i}', i, lambda i=i: chain(i)) for i in range(len(net.stages))]
     nats = {}
     for k in pred.exits:
         p = pred.pos[k]
@@ -74,14 +77,22 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
         lg = nats[k] if policy.at == 'native' else _upsample(nats[k], size)
         jobs.append(('policy', k, p, lambda k=k, lg=lg: policy(lg, k, pred.os[k])))
     up = _upsample(nats[FINAL], size)
-    jobs += [('upsample', 'upsample', None, lambda: _upsample(nats[FINAL], size)), ('decode', 'argmax', None, lambda: class_argmax(up))]
+    jobs += [('upsample', 'upsample', None, lambda: _upsample(nats[FINAL], size)), ('decode', 'argmax', None, lambda: class_argmax(up)),
+             ('overhead', 'predictor', None, lambda: pred.predict_batch(x, exit=FINAL))]
     times = np.zeros((reps, len(jobs)))
     with torch.no_grad():
         for _, _, _, f in jobs:
             for _ in range(warmup): f()
         for r in progress_bar(range(reps), display=progress, leave=False):
             for j, (_, _, _, f) in enumerate(jobs): times[r, j] = time_it(f, 0, 1, dev)[0]
+    col = {(kind, key): j for j, (kind, key, _, _) in enumerate(jobs)}
+    n = len(net.stages)
+    pieces = [('stage', f'stage{n-1}'), ('final', FINAL), ('policy', FINAL), ('upsample', 'upsample'), ('decode', 'argmax')]
+    times[:, col['overhead', 'predictor']] -= sum(times[:, col[c]] for c in pieces)   # the whole run minus its pieces, per round
     df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j, (kind, key, pos, _) in enumerate(jobs)])
+    st = df.kind == 'stage'
+    df['cum_ms'] = df.ms.where(st)                                          # chains 0..i
+    df.loc[st, 'ms'] = np.diff(df.cum_ms[st].to_numpy(), prepend=0.).clip(min=0)   # one stage: difference of chains
     ct = net.cost_table(size).set_index('key')
     df['gflops'] = [ct.gflops[k] if r.kind in ('stage', 'head', 'final') else np.nan for k, r in zip(df.key, df.itertuples())]
     meta = dict(device=_device_name(dev), torch=torch.__version__, size=list(size), bs=bs, threads=torch.get_num_threads(),
@@ -109,9 +120,15 @@ class LatencyProfile:
     def _pos(self, key): return self.meta['n_candidates'] - 1 if key == FINAL else parse_exit_key(key)[0]
 
     def backbone_latency(self, pos:int)->float:
-        "Latency (ms) of stages 0..`pos`"
+        "Latency (ms) of stages 0..`pos`, as measured in one chain"
         st = self.table[self.table.kind == 'stage']
-        return float(st.ms[st.pos <= pos].sum())
+        if 'cum_ms' in st and st.cum_ms.notna().all(): return float(st.cum_ms[st.pos == pos].iloc[0])
+        return float(st.ms[st.pos <= pos].sum())   # older profiles without chains: stages timed one by one
+
+    def overhead(self)->float:
+        "The predictor's own per-image cost (ms) beyond the pieces it runs (0 for profiles without that row)"
+        r = self.table[self.table.kind == 'overhead']
+        return max(float(r.ms.iloc[0]), 0.) if len(r) else 0.
 
     def visit_latency(self, key:str, policy:bool=True)->float:
         "Latency (ms) of computing exit `key`'s head (and its policy check) for an image that does not leave there"
@@ -120,9 +137,10 @@ class LatencyProfile:
         return head + up + (self.ms('policy', key) if policy else 0.)
 
     def exit_latency(self, key:str, policy:bool=True)->float:
-        "Latency (ms) of the budgeted network ending at exit `key`: stages up to its position + head (+ policy check) + decoding"
+        "Latency (ms) of the budgeted network ending at exit `key`: stages up to its position + head (+ policy check) + decoding + the predictor's overhead"
         up = 0. if self.meta.get('policy_at') == 'full' else self.ms('upsample', 'upsample')
-        return self.backbone_latency(self._pos(key)) + self.visit_latency(key, policy) + up + self.ms('decode', 'argmax')
+        return (self.backbone_latency(self._pos(key)) + self.visit_latency(key, policy) + up + self.ms('decode', 'argmax')
+                + self.overhead())
 
     def predict_latency(self, exits, hist, policy:bool=True)->float:
         "Expected mean latency (ms) per image when images leave the chosen `exits` as counted in `hist` ({key: n} or list)"
@@ -201,7 +219,7 @@ def _plot(self:LatencyProfile, ax=None, title:str|None=None):
     if ax is None: _, ax = plt.subplots(figsize=(max(6, 0.5 * len(s) + 2), 3.5))
     xs = np.arange(len(s)); rest = s.latency_ms - s.backbone_ms - s.head_ms
     ax.bar(xs, s.backbone_ms, label='backbone stages'); ax.bar(xs, s.head_ms, bottom=s.backbone_ms, label='head')
-    ax.bar(xs, rest, bottom=s.backbone_ms + s.head_ms, label='policy + upsample + argmax')
+    ax.bar(xs, rest, bottom=s.backbone_ms + s.head_ms, label='policy + upsample + argmax + overhead')
     ax.set_xticks(xs, s.key, rotation=60, ha='right', fontsize=8); ax.set_ylabel('latency (ms)')
     ax2 = ax.twinx(); ax2.plot(xs, s.gflops, 'k.--', label='GFLOPs'); ax2.set_ylabel('GFLOPs / image')
     m = self.meta

@@ -18,7 +18,8 @@ import fastai.callback.schedule  # noqa: F401  (patches `Learner.fit_one_cycle`)
 from fastai.optimizer import Adam
 from .model import MESSNet, HeadConfig, FINAL, parse_exit_key
 from .data import show_overlay
-from .predict import confusion, miou, class_argmax, _plain
+from .predict import confusion, miou, class_argmax, _plain, image_test_dl
+from fastai.torch_core import TensorMask
 
 # %% auto #0
 __all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitSampler', 'FrozenEval', 'mess_splitter',
@@ -60,21 +61,35 @@ class MultiExitLoss(nn.Module):
                  T:float=2.,              # PFD temperature
                  final_weight:float=1.,   # Weight of the final exit's CE (0 in stage 2: the final head is frozen)
                  weights:dict|None=None,  # Per-exit weights by exit key (default 1)
+                 reduction:str='mean',    # 'mean' over the batch's non-void pixels, or 'none': one loss per image
                 ):
         super().__init__()
         if distill < 0 or T <= 0: raise ValueError(f"need distill >= 0 and T > 0, got distill={distill}, T={T}")
         store_attr()
         self.weights = dict(weights or {})
 
+    @property
+    def reduction(self): return self._reduction
+    @reduction.setter
+    def reduction(self, v):   # fastai's `get_preds(with_loss=True)` sets 'none' for the duration of the call
+        if v not in ('mean', 'none'): raise ValueError(f"reduction must be 'mean' or 'none', got {v!r}")
+        self._reduction = v
+
     def exit_losses(self, out:dict, targ, final:bool=True)->dict:
-        "Loss of each exit in `out` (the final one too if `final`), before weighting"
+        "Loss of each exit in `out` (the final one too if `final`), before weighting: scalars, or (B,) with reduction 'none'"
         y, ign = _plain(targ).long(), _ignore(self.void)
         res, teacher = {}, _plain(out[FINAL])
+        per_img = self.reduction == 'none'
+        if per_img: n = ((y != self.void) if self.void is not None else torch.ones_like(y, dtype=torch.bool)).flatten(1).sum(1).clamp(min=1)
         for k, o in out.items():
             if k == FINAL and not final: continue
             o = _plain(o)
-            l = F.cross_entropy(o, y, ignore_index=ign)
-            if k != FINAL and self.distill: l = l + self.distill * pfd_kl(o, teacher, y, self.T, self.void)
+            if per_img:
+                l = F.cross_entropy(o, y, ignore_index=ign, reduction='none').flatten(1).sum(1) / n
+                if k != FINAL and self.distill: l = l + self.distill * pfd_kl(o, teacher, y, self.T, self.void, 'none').flatten(1).sum(1) / n
+            else:
+                l = F.cross_entropy(o, y, ignore_index=ign)
+                if k != FINAL and self.distill: l = l + self.distill * pfd_kl(o, teacher, y, self.T, self.void)
             res[k] = l
         return res
 
@@ -85,7 +100,8 @@ class MultiExitLoss(nn.Module):
     def activation(self, out): return {k: F.softmax(_plain(o), 1) for k, o in out.items()}
     def decodes(self, out): return {k: class_argmax(_plain(o)) for k, o in out.items()}
 
-    def __repr__(self): return f"MultiExitLoss(void={self.void}, distill={self.distill}, T={self.T}, final_weight={self.final_weight})"
+    def __repr__(self):
+        return f"MultiExitLoss(void={self.void}, distill={self.distill}, T={self.T}, final_weight={self.final_weight}, reduction={self.reduction!r})"
 
 # %% ../nbs/02_train.ipynb #b256cced
 def exit_label(net:MESSNet, key:str)->str:
@@ -204,7 +220,8 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
                  stage1_head='fcn-b0',     # Head used at every candidate during stage 1
                  positions:list|None=None, # Candidate positions of the stage-1 exits (default: all but the last)
                  seed:int|None=None,       # Seed of the exit sampling
-                 metrics=None,             # Default: mIoU and pixel accuracy of the final exit
+                 valid_exits=(),           # Stage-1 exits also computed (and scored) in validation: keys, or 'all'; default the final's only
+                 metrics=None,             # Default: mIoU and pixel accuracy of the final exit (+ the mIoU of each of `valid_exits`)
                  **kwargs)->MESSLearner:
     "A `MESSLearner` ready for stage 1: a `MESSNet` with a stage-1 head at every candidate point"
     void = getattr(dls, 'void_code', None)
@@ -212,10 +229,13 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
     if output_stride is None and (arch.startswith('resnet') or arch.startswith('timm:')): output_stride = 16
     net = MESSNet(arch, n_classes=n, pretrained=pretrained, output_stride=output_stride, final_head=final_head)
     for p in (positions if positions is not None else _default_positions(net)): net.add_exit(p, stage1_head)
+    vk = list(net.heads) if isinstance(valid_exits, str) and valid_exits == 'all' else listify(valid_exits)
+    if (bad := [k for k in vk if k not in net.heads]):
+        raise KeyError(f"valid_exits {bad} are not stage-1 exits; they are {list(net.heads)} (or 'all')")
     kwargs.setdefault('opt_func', Adam); kwargs['train_bn'] = False
     learn = MESSLearner(dls, net, loss_func=MultiExitLoss(void), splitter=mess_splitter,
-                        cbs=listify(kwargs.pop('cbs', None)) + [ExitSampler(stage1, seed=seed)], **kwargs)
-    learn.metrics = metrics if metrics is not None else learn.exit_metrics([FINAL], ('miou', 'acc'))
+                        cbs=listify(kwargs.pop('cbs', None)) + [ExitSampler(stage1, valid_keys=vk, seed=seed)], **kwargs)
+    learn.metrics = metrics if metrics is not None else learn.exit_metrics([FINAL], ('miou', 'acc')) + learn.exit_metrics(vk)
     return learn
 
 # %% ../nbs/02_train.ipynb #ec78fe7e
@@ -254,7 +274,7 @@ def to_stage2(self:MESSLearner,
               positions:list|None=None, # Candidate positions (default: all but the last)
               distill:float=0.5,        # PFD weight
               T:float=2.,               # PFD temperature
-              metrics:str|list='auto',  # 'auto': mIoU of every exit if there are at most 16, else the final's only
+              metrics:str|list='auto',  # 'auto': keep the current metrics of surviving exits and add the mIoU of every head (at most 16 heads); a list replaces them
              ):
     "Switch to stage 2: drop the stage-1 heads, attach `grid` at `positions`, freeze backbone and final head"
     net = self.model
@@ -273,9 +293,12 @@ def to_stage2(self:MESSLearner,
     self.loss_func = MultiExitLoss(self.void, distill=distill, T=T, final_weight=0.)
     self.train_bn, self.opt, self.stage = False, None, 2
     self.create_opt(); self.freeze()
-    if metrics == 'auto':
-        keys = net.exit_keys if len(net.heads) <= 16 else [FINAL]
-        metrics = self.exit_metrics(keys)
+    if isinstance(metrics, str) and metrics == 'auto':
+        # the user's metrics stay, except those of the stage-1 heads that are gone; each new head gets its mIoU
+        keep = [m for m in listify(self.metrics) if not (isinstance(m, ExitMetric) and m.key not in net.exit_keys)]
+        have = {(m.key, m.kind) for m in keep if isinstance(m, ExitMetric)}
+        new = [m for m in self.exit_metrics(list(net.heads) if len(net.heads) <= 16 else [FINAL]) if (m.key, m.kind) not in have]
+        metrics = keep + new
     self.metrics = metrics
     return self
 
@@ -391,3 +414,28 @@ def show_results(self:MESSLearner,
     for ax in axs.flat: ax.axis('off')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/02_train.ipynb #e57390bb
+@patch
+@delegates(Learner.get_preds)
+def get_preds(self:MESSLearner, ds_idx:int=1, dl=None, reorder:bool=True, **kwargs):
+    "fastai's `get_preds`, with the predictions (and decoded predictions) as dicts keyed by exit"
+    if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
+    if reorder and getattr(dl, 'shuffle', False): dl = dl.new(shuffle=False)   # dataset order, as `reorder` would give
+    return Learner.get_preds(self, ds_idx, dl, reorder=False, **kwargs)
+
+@patch
+def predict(self:MESSLearner,
+            item,                 # An image file path or PIL image
+            rm_type_tfms=None,    # As in fastai's `Learner.predict`
+            with_input:bool=False, # Also return the decoded input image
+            exit:str=FINAL,       # Exit whose prediction is returned
+           ):
+    "fastai's `predict` for exit `exit`: (decoded mask, label map, class probabilities) of one image"
+    if exit not in self.model.exit_keys: raise KeyError(f"No exit {exit!r} attached; attached: {self.model.exit_keys}")
+    dl = image_test_dl(self.dls, [item], rm_type_tfms=rm_type_tfms)
+    inp, preds, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
+    probs, dec = preds[exit], dec[exit]
+    dec_inp, dec_mask = self.dls.decode_batch((inp, TensorMask(dec)))[0]
+    res = dec_mask, dec[0], probs[0]
+    return ((dec_inp,) + res) if with_input else res

@@ -14,8 +14,9 @@ def prof():
 
 def test_table(prof):
     t = prof.table
-    assert set(t.kind) == {'stage', 'head', 'final', 'policy', 'upsample', 'decode'}
-    assert (t.ms > 0).all() and (t.iqr_ms >= 0).all()
+    assert set(t.kind) == {'stage', 'head', 'final', 'policy', 'upsample', 'decode', 'overhead'}
+    assert (t.ms[t.kind.isin(['head', 'final', 'policy'])] > 0).all() and (t.ms[t.kind == 'stage'] >= 0).all() and (t.iqr_ms >= 0).all()
+    st = t[t.kind == 'stage']; assert prof.backbone_latency(7) == pytest.approx(st.cum_ms.iloc[-1])
     assert set(t.key[t.kind == 'policy']) == set(EXITS + [FINAL])
     assert t[t.kind.isin(['stage', 'head', 'final'])].gflops.notna().all()
     assert prof.meta['size'] == [48, 64] and prof.meta['bs'] == 1 and prof.meta['threads'] == torch.get_num_threads()
@@ -23,7 +24,8 @@ def test_table(prof):
 def test_predict_latency_bruteforce(prof):
     "Expected latency = mean over images of what each one ran, composed piece by piece"
     ms = prof.table.set_index(['kind', 'key']).ms
-    stages = lambda p: sum(ms['stage', f'stage{i}'] for i in range(p + 1))
+    cum = prof.table.set_index(['kind', 'key']).cum_ms
+    stages = lambda p: cum['stage', f'stage{p}'] + max(ms['overhead', 'predictor'], 0)   # the chain up to p, + overhead once
     chain, pos = ['1:fcn-b0', '5:aspp-b0', FINAL], [1, 5, 7]
     head = lambda k: ms['final' if k == FINAL else 'head', k] + ms['policy', k]
     hist = {'1:fcn-b0': 3, '5:aspp-b0': 1, FINAL: 2}
@@ -51,6 +53,14 @@ def test_roundtrip_and_mismatch(prof, tmp_path):
     (tmp_path/'bad.json').write_text('{"a": 1}')
     with pytest.raises(ValueError, match='not a mess_fast latency profile'): LatencyProfile.load(tmp_path/'bad.json')
     with pytest.raises(FileNotFoundError, match='nope.json'): LatencyProfile.load(tmp_path/'nope.json')
+
+def test_old_profile_without_chains(prof, tmp_path):
+    "Profiles saved before chains and overhead were measured still load and sum their stages"
+    p = prof.save(tmp_path/'p.json'); d = json.loads(p.read_text())
+    d['rows'] = [{k: v for k, v in r.items() if k != 'cum_ms'} for r in d['rows'] if r['kind'] != 'overhead']
+    p.write_text(json.dumps(d)); q = LatencyProfile.load(p)
+    st = q.table[q.table.kind == 'stage']
+    assert q.overhead() == 0 and q.backbone_latency(3) == pytest.approx(st.ms[st.pos <= 3].sum())
 
 def test_bad_input_shape():
     net = MESSNet('resnet18', n_classes=3, output_stride=32).eval()

@@ -179,6 +179,47 @@ def test_save_best_without_metrics_or_epochs(dls, tmp_path):
 def test_to_stage2_validates_before_changing_anything(dls):
     learn = mess_learner(dls, positions=[1, 2])
     keys = list(learn.model.heads)
-    for grid, pos, msg in [(['fcn-b0'], [9], 'positions'), (['fcn-b0', 'fcn-b0'], [1], 'duplicate'), (['fcn-b7x'], [1], '')]:
+    for grid, pos, msg in [(['fcn-b0'], [9], 'positions'), (['fcn-b0', 'fcn-b0'], [1], 'duplicate'), (['fcn-b7x'], [1], "'fcn-b7x'")]:
         with pytest.raises(ValueError, match=msg): learn.to_stage2(grid, pos)
         assert list(learn.model.heads) == keys and learn.stage == 1
+
+def _pix_acc(inp, targ):
+    "A user metric that knows nothing of exits: pixel accuracy of the final exit"
+    return (inp[FINAL].argmax(1) == targ).float().mean()
+
+def test_to_stage2_keeps_user_metrics(dls):
+    learn = mess_learner(dls, seed=0, positions=[2, 5], valid_exits='all',
+                         metrics=[_pix_acc, ExitMetric(FINAL, 'miou', VOID, 'final'), ExitMetric('2:fcn-b0', 'acc', VOID)])
+    assert [m.name for m in learn.metrics] == ['_pix_acc', 'miou final', 'acc 2:fcn-b0']
+    learn.to_stage2(grid=['fcn-b0'], positions=[1, 3])
+    names = [m.name for m in learn.metrics]
+    # the user's metrics of surviving exits stay, the stage-1 head's metric goes, each new head gets its mIoU once
+    assert names == ['_pix_acc', 'miou final', 'miou layer1.1/fcn-b0', 'miou layer2.1/fcn-b0'], names
+    learn.to_stage2(grid=['fcn-b0'], positions=[1], metrics=[_pix_acc])
+    assert [m.name for m in learn.metrics] == ['_pix_acc']
+
+def test_valid_exits_all(dls):
+    learn = mess_learner(dls, seed=0, positions=[2, 5], valid_exits='all')
+    assert [m.name for m in learn.metrics] == ['miou final', 'acc final', 'miou layer2.0/fcn-b0', 'miou layer3.1/fcn-b0']
+    learn.fit_stage1(1, 1e-3)
+    vals = [float(v) for v in learn.recorder.values[-1][2:]]
+    assert len(vals) == 4 and all(0 <= v <= 1 for v in vals)
+    with pytest.raises(KeyError, match="'3:fcn-b0'"): mess_learner(dls, positions=[2], valid_exits=['3:fcn-b0'])
+
+def test_learner_predict_and_losses(dls):
+    from PIL import Image
+    learn = mess_learner(dls, seed=0, positions=[2, 5])
+    img = dls.valid_ds.items[0][0]
+    dec, lab, probs = learn.predict(img)
+    dec2, lab2, probs2 = learn.predict(Image.open(img), exit='2:fcn-b0')
+    assert lab.shape == lab2.shape == (48, 64) and probs.shape == (len(dls.vocab), 48, 64)
+    assert dec.shape == (48, 64)
+    with pytest.raises(FileNotFoundError, match='nope.png'): learn.predict('nope.png')
+    # stage 1: the per-image loss includes the final exit and every exit computed (all of them outside fit)
+    preds, targs, losses = learn.get_preds(with_loss=True)
+    assert losses.shape == (len(dls.valid_ds),) and set(preds) == {'2:fcn-b0', '5:fcn-b0', FINAL}
+    learn.model.eval()
+    x, y = dls.valid.one_batch()
+    with torch.no_grad(): o = learn.model(x)
+    torch.testing.assert_close(losses[0], learn.loss_func({k: v[:1] for k, v in o.items()}, y[:1]), atol=1e-4, rtol=1e-4)
+    assert learn.loss_func.reduction == 'mean'    # restored after get_preds
