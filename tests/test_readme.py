@@ -20,3 +20,14 @@ def test_readme_commands_are_what_ci_runs():
 
 def test_overview_figure_exists():
     assert (ROOT/'nbs'/'images'/'mess_overview.png').stat().st_size > 10_000
+
+def test_readme_python_runs(tmp_path, monkeypatch):
+    "The README's Python examples run as written, only made tiny (fewer frames, smaller images, one epoch per stage)"
+    import matplotlib; matplotlib.use('Agg')
+    code = '\n'.join(re.findall(r'```python\n(.*?)\n```', (ROOT/'README.md').read_text(), flags=re.S))
+    for old, new in [('mess_dls(size=(120, 160))', 'mess_dls(size=(48, 64), max_items=8, num_workers=0)'),
+                     ('fit_mess(epochs1=20, epochs2=5)', 'fit_mess(epochs1=1, epochs2=1)')]:
+        assert old in code, f'README no longer contains {old!r}: update this test'
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)   # fit_mess saves its best epochs under ./models
+    exec(compile(code, 'README.md', 'exec'), {})
