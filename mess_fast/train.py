@@ -22,8 +22,8 @@ from .predict import confusion, miou, class_argmax, _plain, image_test_dl
 from fastai.torch_core import TensorMask
 
 # %% auto #0
-__all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitSampler', 'FrozenEval', 'mess_splitter',
-           'MESSLearner', 'mess_learner', 'SaveBest', 'best_exits', 'plot_exits']
+__all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitsMIoU', 'ExitSampler', 'FrozenEval',
+           'mess_splitter', 'MESSLearner', 'mess_learner', 'SaveBest', 'best_exits', 'plot_exits']
 
 # %% ../nbs/02_train.ipynb #49125660
 def _ignore(void): return -100 if void is None else void
@@ -147,6 +147,32 @@ class ExitMetric(Metric):
 
     @property
     def name(self): return f"{self.kind} {self.label or self.key}"
+
+# %% ../nbs/02_train.ipynb #78ebef20
+class ExitsMIoU(Metric):
+    "Mean or best mIoU over every early exit in the output (each from its own accumulated confusion matrix)"
+    def __init__(self,
+                 how:str='mean',          # 'mean' or 'best'
+                 void:int|None=None,      # Label ignored
+                ):
+        if how not in ('mean', 'best'): raise ValueError(f"how must be 'mean' or 'best', got {how!r}")
+        store_attr(); self.cms = {}
+
+    def reset(self): self.cms = {}
+    def accumulate(self, learn):
+        for k in learn.pred:
+            if k == FINAL: continue
+            cm = _batch_confusion(learn, k, self.void)
+            self.cms[k] = self.cms[k] + cm if k in self.cms else cm
+
+    @property
+    def value(self):
+        if not self.cms: return None
+        v = [miou(cm, self.void) for cm in self.cms.values()]
+        return float(np.mean(v) if self.how == 'mean' else np.max(v))
+
+    @property
+    def name(self): return f"miou {self.how} exit"
 
 # %% ../nbs/02_train.ipynb #91c9903e
 class ExitSampler(Callback):
@@ -274,7 +300,7 @@ def to_stage2(self:MESSLearner,
               positions:list|None=None, # Candidate positions (default: all but the last)
               distill:float=0.5,        # PFD weight
               T:float=2.,               # PFD temperature
-              metrics:str|list='auto',  # 'auto': keep the current metrics of surviving exits and add the mIoU of every head (at most 16 heads); a list replaces them
+              metrics:str|list='auto',  # 'auto': keep the current metrics of surviving exits, add each head's mIoU (or, beyond 16 heads, their mean and best); a list replaces them
              ):
     "Switch to stage 2: drop the stage-1 heads, attach `grid` at `positions`, freeze backbone and final head"
     net = self.model
@@ -297,8 +323,9 @@ def to_stage2(self:MESSLearner,
         # the user's metrics stay, except those of the stage-1 heads that are gone; each new head gets its mIoU
         keep = [m for m in listify(self.metrics) if not (isinstance(m, ExitMetric) and m.key not in net.exit_keys)]
         have = {(m.key, m.kind) for m in keep if isinstance(m, ExitMetric)}
-        new = [m for m in self.exit_metrics(list(net.heads) if len(net.heads) <= 16 else [FINAL]) if (m.key, m.kind) not in have]
-        metrics = keep + new
+        if len(net.heads) <= 16: new = [m for m in self.exit_metrics(list(net.heads)) if (m.key, m.kind) not in have]
+        else: new = [ExitsMIoU('mean', self.void), ExitsMIoU('best', self.void)]
+        metrics = [m for m in keep if not isinstance(m, ExitsMIoU)] + new
     self.metrics = metrics
     return self
 

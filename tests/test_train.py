@@ -197,6 +197,16 @@ def test_to_stage2_keeps_user_metrics(dls):
     assert names == ['_pix_acc', 'miou final', 'miou layer1.1/fcn-b0', 'miou layer2.1/fcn-b0'], names
     learn.to_stage2(grid=['fcn-b0'], positions=[1], metrics=[_pix_acc])
     assert [m.name for m in learn.metrics] == ['_pix_acc']
+    # beyond 16 heads: one mean and one best column instead of a column per head
+    learn = mess_learner(dls, seed=0, positions=[2])
+    learn.to_stage2(grid=['fcn-b0', 'fcn-b1', 'aspp-b0'], positions=range(7))
+    assert len(learn.model.heads) == 21
+    assert [m.name for m in learn.metrics] == ['miou final', 'acc final', 'miou mean exit', 'miou best exit']
+    learn.fit_stage2(1, 1e-3)
+    v = learn.recorder.values[-1]   # train_loss, valid_loss, miou final, acc final, miou mean exit, miou best exit
+    mean, best = float(v[4]), float(v[5])
+    tab = learn.exit_table().drop(index=FINAL)
+    assert mean == pytest.approx(tab.miou.mean(), abs=1e-6) and best == pytest.approx(tab.miou.max(), abs=1e-6)
 
 def test_valid_exits_all(dls):
     learn = mess_learner(dls, seed=0, positions=[2, 5], valid_exits='all')
