@@ -217,6 +217,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mess_fast.train._fit_stage': ('train.html#_fit_stage', 'mess_fast/train.py'),
                                  'mess_fast.train._ignore': ('train.html#_ignore', 'mess_fast/train.py'),
                                  'mess_fast.train._pick_exits': ('train.html#_pick_exits', 'mess_fast/train.py'),
+                                 'mess_fast.train._reorder': ('train.html#_reorder', 'mess_fast/train.py'),
                                  'mess_fast.train._save_cb': ('train.html#_save_cb', 'mess_fast/train.py'),
                                  'mess_fast.train.best_exits': ('train.html#best_exits', 'mess_fast/train.py'),
                                  'mess_fast.train.exit_label': ('train.html#exit_label', 'mess_fast/train.py'),

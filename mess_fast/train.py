@@ -19,7 +19,9 @@ from fastai.optimizer import Adam
 from .model import MESSNet, HeadConfig, FINAL, parse_exit_key
 from .data import show_overlay
 from .predict import confusion, miou, class_argmax, _plain, image_test_dl
-from fastai.torch_core import TensorMask
+from fastai.torch_core import TensorMask, nested_reorder, tensor
+from fastcore.foundation import L
+from fastai.learner import _ConstantFunc   # what fastai's get_preds uses to pin a DataLoader's order
 
 # %% auto #0
 __all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitsMIoU', 'ExitSampler', 'FrozenEval',
@@ -69,7 +71,7 @@ class MultiExitLoss(nn.Module):
         self.weights = dict(weights or {})
 
     @property
-    def reduction(self): return self._reduction
+    def reduction(self): return getattr(self, '_reduction', 'mean')   # losses pickled before `reduction` existed
     @reduction.setter
     def reduction(self, v):   # fastai's `get_preds(with_loss=True)` sets 'none' for the duration of the call
         if v not in ('mean', 'none'): raise ValueError(f"reduction must be 'mean' or 'none', got {v!r}")
@@ -246,7 +248,7 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
                  stage1_head='fcn-b0',     # Head used at every candidate during stage 1
                  positions:list|None=None, # Candidate positions of the stage-1 exits (default: all but the last)
                  seed:int|None=None,       # Seed of the exit sampling
-                 valid_exits=(),           # Stage-1 exits also computed (and scored) in validation: keys, or 'all'; default the final's only
+                 valid_exits=(),           # Stage-1 exits also computed (and scored) in validation: keys, or 'all'; default the final's only. Their losses add to `valid_loss`
                  metrics=None,             # Default: mIoU and pixel accuracy of the final exit (+ the mIoU of each of `valid_exits`)
                  **kwargs)->MESSLearner:
     "A `MESSLearner` ready for stage 1: a `MESSNet` with a stage-1 head at every candidate point"
@@ -323,8 +325,9 @@ def to_stage2(self:MESSLearner,
         # the user's metrics stay, except those of the stage-1 heads that are gone; each new head gets its mIoU
         keep = [m for m in listify(self.metrics) if not (isinstance(m, ExitMetric) and m.key not in net.exit_keys)]
         have = {(m.key, m.kind) for m in keep if isinstance(m, ExitMetric)}
-        if len(net.heads) <= 16: new = [m for m in self.exit_metrics(list(net.heads)) if (m.key, m.kind) not in have]
-        else: new = [ExitsMIoU('mean', self.void), ExitsMIoU('best', self.void)]
+        keys = ([] if (FINAL, 'miou') in have else [FINAL]) + (list(net.heads) if len(net.heads) <= 16 else [])
+        new = [m for m in self.exit_metrics(keys) if (m.key, m.kind) not in have]
+        if len(net.heads) > 16: new += [ExitsMIoU('mean', self.void), ExitsMIoU('best', self.void)]
         metrics = [m for m in keep if not isinstance(m, ExitsMIoU)] + new
     self.metrics = metrics
     return self
@@ -443,13 +446,23 @@ def show_results(self:MESSLearner,
     return fig
 
 # %% ../nbs/02_train.ipynb #e57390bb
+def _reorder(t, idxs):
+    "fastai's `nested_reorder`, also through dicts"
+    if isinstance(t, dict): return {k: _reorder(v, idxs) for k, v in t.items()}
+    if isinstance(t, (tuple, list)) and not isinstance(t, L): return type(t)(_reorder(o, idxs) for o in t)
+    return nested_reorder(t, idxs)
+
 @patch
-@delegates(Learner.get_preds)
-def get_preds(self:MESSLearner, ds_idx:int=1, dl=None, reorder:bool=True, **kwargs):
+def get_preds(self:MESSLearner, ds_idx:int=1, dl=None, with_input:bool=False, with_decoded:bool=False, with_loss:bool=False,
+              act=None, inner:bool=False, reorder:bool=True, cbs=None, **kwargs):
     "fastai's `get_preds`, with the predictions (and decoded predictions) as dicts keyed by exit"
     if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
-    if reorder and getattr(dl, 'shuffle', False): dl = dl.new(shuffle=False)   # dataset order, as `reorder` would give
-    return Learner.get_preds(self, ds_idx, dl, reorder=False, **kwargs)
+    idxs = None
+    if reorder and hasattr(dl, 'get_idxs'):   # as fastai does, but reordering dicts too
+        if getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
+        idxs = dl.get_idxs(); dl = dl.new(get_idxs=_ConstantFunc(idxs))
+    res = Learner.get_preds(self, ds_idx, dl, with_input, with_decoded, with_loss, act, inner, reorder=False, cbs=cbs, **kwargs)
+    return _reorder(res, tensor(idxs).argsort()) if idxs is not None else res
 
 @patch
 def predict(self:MESSLearner,
@@ -459,10 +472,12 @@ def predict(self:MESSLearner,
             exit:str=FINAL,       # Exit whose prediction is returned
            ):
     "fastai's `predict` for exit `exit`: (decoded mask, label map, class probabilities) of one image"
-    if exit not in self.model.exit_keys: raise KeyError(f"No exit {exit!r} attached; attached: {self.model.exit_keys}")
-    dl = image_test_dl(self.dls, [item], rm_type_tfms=rm_type_tfms)
-    inp, preds, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
-    probs, dec = preds[exit], dec[exit]
-    dec_inp, dec_mask = self.dls.decode_batch((inp, TensorMask(dec)))[0]
-    res = dec_mask, dec[0], probs[0]
+    net = self.model
+    if exit not in net.exit_keys: raise KeyError(f"No exit {exit!r} attached; attached: {net.exit_keys}")
+    inp = image_test_dl(self.dls, [item], rm_type_tfms=rm_type_tfms).one_batch()[0]
+    net.eval()
+    with torch.no_grad(): logits = net.forward_exit(_plain(inp), exit)   # budgeted: nothing beyond `exit` runs
+    lab = class_argmax(logits)
+    dec_inp, dec_mask = self.dls.decode_batch((inp, TensorMask(lab)))[0]
+    res = dec_mask, lab[0].cpu(), F.softmax(logits[0].float(), 0).cpu()
     return ((dec_inp,) + res) if with_input else res

@@ -197,6 +197,9 @@ def test_to_stage2_keeps_user_metrics(dls):
     assert names == ['_pix_acc', 'miou final', 'miou layer1.1/fcn-b0', 'miou layer2.1/fcn-b0'], names
     learn.to_stage2(grid=['fcn-b0'], positions=[1], metrics=[_pix_acc])
     assert [m.name for m in learn.metrics] == ['_pix_acc']
+    # 'auto' always scores the final exit, even when the user's metrics did not
+    learn = mess_learner(dls, seed=0, positions=[2], metrics=[_pix_acc]).to_stage2(grid=['fcn-b0'], positions=[3])
+    assert [m.name for m in learn.metrics] == ['_pix_acc', 'miou final', 'miou layer2.1/fcn-b0']
     # beyond 16 heads: one mean and one best column instead of a column per head
     learn = mess_learner(dls, seed=0, positions=[2])
     learn.to_stage2(grid=['fcn-b0', 'fcn-b1', 'aspp-b0'], positions=range(7))
@@ -233,3 +236,24 @@ def test_learner_predict_and_losses(dls):
     with torch.no_grad(): o = learn.model(x)
     torch.testing.assert_close(losses[0], learn.loss_func({k: v[:1] for k, v in o.items()}, y[:1]), atol=1e-4, rtol=1e-4)
     assert learn.loss_func.reduction == 'mean'    # restored after get_preds
+    # fastai's positional order of get_preds is kept; a shuffled or custom-ordered loader comes back in dataset order
+    p1, t1, l1 = learn.get_preds(1, None, False, False, True)
+    torch.testing.assert_close(l1, losses)
+    _, t_sh = learn.get_preds(dl=dls.valid.new(shuffle=True))
+    _, t_rev = learn.get_preds(dl=dls.valid.new(get_idxs=lambda: list(range(len(dls.valid_ds)))[::-1]))
+    assert torch.equal(t_sh, targs) and torch.equal(t_rev, targs)
+    # predict computes only the exit asked for (and the final one)
+    calls = Counter()
+    hs = [h.register_forward_hook(lambda m, i, o, k=k: calls.update([k])) for k, h in learn.model.heads.items()]
+    try: learn.predict(img, exit='5:fcn-b0')
+    finally:
+        for h in hs: h.remove()
+    assert calls == Counter({'5:fcn-b0': 1}) and learn.model.active is None
+
+def test_loss_pickled_before_reduction_existed():
+    "Learners exported before `MultiExitLoss.reduction` existed still compute their loss"
+    out, y = rand_out()
+    lf = MultiExitLoss(VOID); want = lf(out, y)
+    del lf.__dict__['_reduction']
+    torch.testing.assert_close(lf(out, y), want)
+    assert lf.reduction == 'mean' and 'mean' in repr(lf)
