@@ -9,7 +9,7 @@
    exit histogram, the profile's `predict_latency` for that histogram, ratios to the full network;
 4. the exit policy's own cost as a share of each exit's latency.
 
-Prints tables and writes bench/results/predict.json.  Run:  .venv/bin/python bench/bench_predict.py
+Prints tables and writes bench/results/predict.json (and the profile beside it, predict_profile.json).  Run:  .venv/bin/python bench/bench_predict.py
 """
 import json, time, datetime, os, sys
 from pathlib import Path
@@ -109,7 +109,8 @@ def main(model:str=str(HERE/'results'/'mess_r18.pth'), # Trained MESSNet checkpo
             per[k].append(dict(miou=r['miou'], med=r['latency_median_ms'], mean=r['latency_ms'], pol=r['policy_ms'],
                                pred=prof.exit_latency(k)))
         print(f"round {rnd}: " + ', '.join(f"{k} {per[k][-1]['med'] / per[k][-1]['pred']:.3f}" for k in keys))
-    prof.save(HERE/'results'/'profile_r18.json', overwrite=True)   # the last round's profile, used below
+    prof_path = Path(out).with_name(Path(out).stem + '_profile.json')
+    prof.save(prof_path, overwrite=True)   # the last round's profile, used below
     print(prof.summary().round(4).to_string())
     bud = []
     for k in keys:

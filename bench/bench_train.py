@@ -7,7 +7,7 @@ ResNet-18 from scratch, output stride 16, at 120x160 (a third of CamVid's 360x48
 2. the same stage 1 with every exit trained at every iteration ('all', losses summed): final-exit mIoU;
 3. a plain single-exit network (same backbone and DeepLab head, no exits) with the same epochs and schedule;
 4. overhead of the fastai path: time per stage-1 training step through the Learner vs a plain PyTorch loop computing
-   the same loss on the same batches with the same sampled exits, interleaved rounds, ratio of medians in one run.
+   the same loss on the same batches, one exit sampled uniformly per step in both (independent draws), interleaved rounds, ratio of medians in one run.
 
 Prints tables and writes bench/results/train.json and the trained network bench/results/mess_r18.pth (refuses to
 overwrite it unless --overwrite).   Run:  .venv/bin/python bench/bench_train.py   (57 min here, 2 cores)
@@ -43,7 +43,7 @@ class _Last(Callback):
 
 
 def overhead(dls, n_steps, rounds, lr=1e-3):
-    "Median time per stage-1 step: fastai Learner vs plain PyTorch loop, same batches and sampled exits"
+    "Median time per stage-1 step: fastai Learner vs plain PyTorch loop, same batches, one uniformly sampled exit per step in both"
     batches = []
     for b in dls.train:
         batches.append(tuple(_plain(t).clone() for t in b))
