@@ -379,7 +379,7 @@ def exit_table(self:MESSLearner,
     try: self.validate(dl=dl)
     finally: self.metrics, net.active = old_m, old_a; self.add_cbs(samplers)
     vals = {(m.key, m.kind): m.value for m in mets}
-    if size is None: size = tuple(dl.one_batch()[0].shape[-2:])
+    if size is None: size = tuple(self.xb[0].shape[-2:])   # the last batch `validate` just saw
     cost = net.cost_table(size).set_index('key')
     ex = net.exits().set_index('key')
     full = cost.loc[FINAL, 'cum_gflops']
