@@ -15,7 +15,7 @@ fig, ax = plt.subplots(figsize=(10, 3.6)); ax.set_xlim(0, 10.4); ax.set_ylim(0, 
 box(ax, 0.05, 1.9, 0.8, 0.7, 'image', '#eeeeee')
 xs = [1.2, 2.9, 4.6, 6.3]
 for i, x in enumerate(xs):
-    box(ax, x, 1.9, 1.2, 0.7, f'stage {i+1}\n(res. blocks)', '#cfe2f3')
+    box(ax, x, 1.9, 1.2, 0.7, f'segment {i+1}\n(res. block)', '#cfe2f3')
     arrow(ax, (x - (0.35 if i == 0 else 0.5), 2.25), (x, 2.25))
 box(ax, 8.0, 1.9, 1.1, 0.7, 'final head\n(DeepLabV3)', '#f4cccc')
 arrow(ax, (7.5, 2.25), (8.0, 2.25))
