@@ -1,30 +1,37 @@
-"""Two-stage MESS training benchmark on the shared CamVid (train split for training, val for metrics).
+"""Two-stage MESS training benchmark on the full CamVid, split by video sequence.
 
-ResNet-18 from scratch, output stride 16, at 120x160 (a third of CamVid's 360x480 per side: the size at which one epoch of 367 frames costs ~15 s on this 2-core CPU, so that three stage-1 runs fit the budget):
+The network every later benchmark uses (search, early exiting, ONNX): ResNet-18 from scratch at output stride 8
+(the paper's DRN-style dilated backbone), 120x160 inputs, DeepLabV3 final head.
 
-1. MESS stage 1 with one exit sampled per iteration (the paper's), then stage 2 (frozen backbone, a grid of heads at
-   every candidate, PFD): per-exit val mIoU, time per epoch of each stage;
-2. the same stage 1 with every exit trained at every iteration ('all', losses summed): final-exit mIoU;
-3. a plain single-exit network (same backbone and DeepLab head, no exits) with the same epochs and schedule;
-4. overhead of the fastai path: time per stage-1 training step through the Learner vs a plain PyTorch loop computing
-   the same loss on the same batches, one exit sampled uniformly per step in both (independent draws), interleaved rounds, ratio of medians in one run.
+Splits, by video sequence (the file-name prefix), so that nothing is evaluated on a sequence the network saw:
+- training: sequences 0001TP and 0016E5 (CamVid's train and val frames of them: 62 + 204 + 101 = 367 frames);
+- held out: sequence 0006R0 (101 frames), cut in time into a *calibration* half (the first 51 frames, used to
+  watch training here and by the search to choose exits and thresholds) and an *evaluation* half (the last 50
+  frames, used only to report).
 
-Prints tables and writes bench/results/train.json and the trained network bench/results/mess_r18.pth (refuses to
-overwrite it unless --overwrite).   Run:  .venv/bin/python bench/bench_train.py   (57 min here, 2 cores)
+Runs:
+1. MESS stage 1 with one exit sampled per iteration (the paper's), then stage 2 (frozen backbone, every head of
+   `--grid` at every candidate but the last, PFD). The stage-2 network is saved to `results/mess_r18.pth`.
+2. fastai overhead: time per stage-1 training step through the Learner vs a plain PyTorch loop computing the same
+   loss on the same batches (one exit sampled per step in both), interleaved rounds, ratio of medians.
+3. With `--ablations`: stage 1 with every exit at every step ('all'), a plain single-exit network, and stage 2
+   without PFD — each with the same data, epochs and schedule.
+
+No checkpoint is chosen by validation score (fixed schedules), so the held-out frames never steer training.
+Writes `results/train.json` and `results/train.txt` (tables only, no progress bars, no local paths).
+
+    python bench/bench_train.py                 # about 1 h here (2 cores); --ablations adds about 1 h
 """
-import json, time, datetime, os, sys, random, platform, statistics
+import json, time, datetime, random, platform, statistics
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
+from mess_fast.model import FINAL, plain, defaults
+from mess_fast.train import mess_learner, MultiExitLoss
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.torch_core import set_seed
-from mess_fast.data import mess_dls
-from mess_fast.model import FINAL
-from mess_fast.train import mess_learner, MultiExitLoss
-from mess_fast.predict import _plain
+from common import RESULTS, CKPT, HELD_OUT, camvid_split, camvid_loaders
 
 
 class StepTimer(Callback):
@@ -42,13 +49,20 @@ class _Last(Callback):
         if self.training: self.timer.times.append(time.perf_counter() - self.timer.t0)
 
 
-def overhead(dls, n_steps, rounds, lr=1e-3):
-    "Median time per stage-1 step: fastai Learner vs plain PyTorch loop, same batches, one uniformly sampled exit per step in both"
+class EpochTimer(Callback):
+    order = 99
+    def before_fit(self): self.times = []
+    def before_epoch(self): self.t0 = time.perf_counter()
+    def after_epoch(self): self.times.append(time.perf_counter() - self.t0)
+
+
+def overhead(dls, n_steps, rounds, output_stride, lr=1e-3):
+    "Median time per stage-1 step: fastai Learner vs plain PyTorch loop, same batches, one sampled exit per step in both"
     batches = []
     for b in dls.train:
-        batches.append(tuple(_plain(t).clone() for t in b))
+        batches.append(tuple(plain(t).clone() for t in b))
         if len(batches) == n_steps: break
-    learn = mess_learner(dls, seed=0)
+    learn = mess_learner(dls, seed=0, output_stride=output_stride)
     net = learn.model
     timer = StepTimer(); last = _Last(timer); learn.add_cb(timer)
     learn.dls = DataLoaders(batches, batches[:1])
@@ -56,11 +70,9 @@ def overhead(dls, n_steps, rounds, lr=1e-3):
     keys = list(net.heads)
     res = dict(learner=[], plain=[])
     for r in range(rounds):
-        # fastai: fit one epoch over the fixed batches (validation on one batch excluded from the step times)
         timer.times = []
-        learn.fit(1, lr, cbs=[last])
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, lr, cbs=[last])
         res['learner'].append(statistics.median(timer.times))
-        # plain PyTorch: same network, same loss, torch.optim.Adam, exits sampled the same way
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         rng = random.Random(r); net.train(); ts = []
         for x, y in batches:
@@ -74,90 +86,114 @@ def overhead(dls, n_steps, rounds, lr=1e-3):
     return dict(steps=n_steps, rounds=rounds, learner_step_s=lm, plain_step_s=pm, ratio=lm / pm, per_round=res)
 
 
-class EpochTimer(Callback):
-    order = 99
-    def before_fit(self): self.times = []
-    def before_epoch(self): self.t0 = time.perf_counter()
-    def after_epoch(self): self.times.append(time.perf_counter() - self.t0)
+def tables(learn, calib_dl, eval_dl):
+    "Per-exit tables on the calibration and evaluation halves"
+    return {name: learn.exit_table(dl) for name, dl in (('calib', calib_dl), ('eval', eval_dl))}
 
 
-def stage1(dls, mode, epochs, lr, positions=None):
+def run_stage1(dls, mode, epochs, lr, output_stride, positions=None):
     set_seed(0, reproducible=True)
-    learn = mess_learner(dls, stage1=mode, seed=0, positions=positions)
+    learn = mess_learner(dls, stage1=mode, seed=0, positions=positions, output_stride=output_stride)
     et = EpochTimer()
-    learn.fit_stage1(epochs, lr, cbs=[et])
-    tab = learn.exit_table()
-    return learn, tab, et.times
+    with learn.no_bar(): learn.fit_stage1(epochs, lr, cbs=[et])
+    return learn, et.times
+
+
+def run_stage2(learn, grid, epochs, lr, distill):
+    learn.to_stage2(grid, distill=distill)
+    et = EpochTimer()
+    with learn.no_bar(): learn.fit_stage2(epochs, lr, cbs=[et])
+    return et.times
+
+
+def records(tab): return json.loads(tab.reset_index().to_json(orient='records'))
 
 
 @call_parse
-def main(data:str=os.environ.get('MESS_FAST_CAMVID', str(HERE.parent.parent/'shared'/'data'/'camvid')), # CamVid (SegNet layout)
-         height:int=120,     # Input height
-         width:int=160,      # Input width
-         bs:int=8,           # Batch size
-         epochs1:int=30,     # Stage-1 epochs (and the plain network's)
-         epochs2:int=8,      # Stage-2 epochs
-         lr1:float=3e-3,     # Stage-1 maximum learning rate
-         lr2:float=3e-3,     # Stage-2 maximum learning rate
-         grid:str='fcn-b0,fcn-crm-b1-rdi,aspp-crm-b0,aspp-crm-b1-rdi', # Stage-2 heads
-         overhead_steps:int=20, # Steps per round of the overhead measurement
-         overhead_rounds:int=5, # Interleaved rounds of the overhead measurement
-         threads:int=2,      # torch threads
-         skip_all:bool=False,   # Skip the 'all exits' stage-1 variant
-         skip_plain:bool=False, # Skip the plain single-exit network
-         out:str=str(HERE/'results'), # Results folder
+def main(output_stride:int=8,  # Backbone output stride (8: the paper's dilated ResNet)
+         height:int=120,       # Input height
+         width:int=160,        # Input width
+         bs:int=8,             # Batch size
+         epochs1:int=30,       # Stage-1 epochs (and the plain network's)
+         epochs2:int=8,        # Stage-2 epochs
+         lr1:float=defaults.lr1, # Stage-1 maximum learning rate
+         lr2:float=defaults.lr2, # Stage-2 maximum learning rate
+         grid:str=','.join(defaults.grid), # Stage-2 heads
+         overhead_steps:int=20,  # Steps per round of the overhead measurement
+         overhead_rounds:int=5,  # Interleaved rounds of the overhead measurement
+         threads:int=2,        # torch threads
+         ablations:bool=False, # Also train the 'all exits' stage 1, a plain network and stage 2 without PFD
+         out:str=str(RESULTS), # Results folder
          overwrite:bool=False,  # Replace an existing mess_r18.pth
         ):
-    "Run the benchmark; print tables; write train.json and mess_r18.pth"
+    "Train the benchmark network; print tables; write train.json, train.txt and mess_r18.pth"
     torch.set_num_threads(threads)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    ckpt = out/'mess_r18.pth'
+    ckpt = out/CKPT.name
     if ckpt.exists() and not overwrite: raise SystemExit(f"{ckpt} exists: pass --overwrite to replace it")
-    size = (height, width)
-    dls = mess_dls(data, size=size, bs=bs)
-    print(f"{data}: {len(dls.train_ds)} train / {len(dls.valid_ds)} val frames at {size}, bs={bs}, threads={threads}")
-    res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), data=data, size=list(size), bs=bs,
-               threads=threads, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=grid.split(','),
-               torch=torch.__version__, python=platform.python_version(), arch='resnet18', output_stride=16, pretrained=False)
+    size, grid = (height, width), grid.split(',')
+    src, calib, evalp = camvid_split()
+    dls, calib_dl, eval_dl = camvid_loaders(bs, size)        # training watches the calibration half only
+    report = []
+    def say(*a):
+        s = ' '.join(str(o) for o in a); print(s); report.append(s)
+    say(f"CamVid by sequence: train {src.sequences('train')} = {len(dls.train_ds)} frames; held out {HELD_OUT}: "
+        f"{len(calib)} calibration + {len(evalp)} evaluation frames; {size}, bs={bs}, threads={threads}, output stride {output_stride}")
+    res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), data='CamVid (SegNet layout, train + val folders)',
+               split=dict(train_sequences=src.sequences('train'), held_out=HELD_OUT, calib=[Path(p[0]).name for p in calib],
+                          eval=[Path(p[0]).name for p in evalp]),
+               size=list(size), bs=bs, threads=threads, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=grid,
+               torch=torch.__version__, python=platform.python_version(), arch='resnet18', output_stride=output_stride,
+               pretrained=False)
+    pd.set_option('display.width', 180)
 
-    print("\n== overhead: fastai Learner vs plain PyTorch loop, stage-1 steps ==")
-    res['overhead'] = overhead(dls, overhead_steps, overhead_rounds)
-    o = res['overhead']; print(f"learner {o['learner_step_s']*1e3:.0f} ms/step, plain {o['plain_step_s']*1e3:.0f} ms/step, ratio {o['ratio']:.3f}")
-
-    print("\n== MESS stage 1 (one sampled exit per iteration) ==")
-    learn, tab1, t1 = stage1(dls, 'sample', epochs1, lr1)
-    res['sample_stage1'] = dict(final_miou=float(tab1.loc[FINAL, 'miou']), epoch_s=t1, stage1_exits=tab1.reset_index().to_dict('records'))
-    print("\n== MESS stage 2 (frozen backbone, every head at every candidate, PFD) ==")
-    learn.to_stage2(grid.split(','))
-    et = EpochTimer(); learn.fit_stage2(epochs2, lr2, cbs=[et])
-    tab2 = learn.exit_table()
+    say("\n== MESS stage 1 (one sampled exit per iteration) ==")
+    learn, t1 = run_stage1(dls, 'sample', epochs1, lr1, output_stride)
+    tab1 = learn.exit_table(eval_dl)
+    res['sample_stage1'] = dict(epoch_s=t1, final_miou_eval=float(tab1.loc[FINAL, 'miou']))
+    say(f"stage 1: {np.median(t1):.1f} s/epoch, final-exit mIoU on the evaluation half {tab1.loc[FINAL, 'miou']:.4f}")
+    say("\n== MESS stage 2 (frozen backbone, every head at every candidate, PFD) ==")
+    t2 = run_stage2(learn, grid, epochs2, lr2, defaults.distill)
     learn.model.save(ckpt, overwrite=overwrite)
-    res['stage2'] = dict(epoch_s=et.times, n_heads=len(learn.model.heads), exits=tab2.reset_index().to_dict('records'))
+    tabs = tables(learn, calib_dl, eval_dl)
+    res['stage2'] = dict(epoch_s=t2, n_heads=len(learn.model.heads), exits={k: records(t) for k, t in tabs.items()})
+    say(f"stage 2: {len(learn.model.heads)} heads, {np.median(t2):.1f} s/epoch; wrote {ckpt.name}")
+    te = tabs['eval']
+    best = te.drop(index=FINAL).sort_values('miou', ascending=False).groupby('pos').head(1).sort_values('pos')
+    say("\nBest head per position (mIoU on the evaluation half; GFLOPs per image up to and including the exit):")
+    say(pd.concat([best, te.loc[[FINAL]]])[['pos', 'block', 'head', 'miou', 'acc', 'gflops', 'rel_cost']].round(4).to_string())
+    say("\nAll stage-2 exits, mIoU on the evaluation half by head (rows) and position (columns):")
+    say(te.drop(index=FINAL).pivot_table(index='head', columns='pos', values='miou').round(3).to_string())
+    say("\nThe same on the calibration half:")
+    say(tabs['calib'].drop(index=FINAL).pivot_table(index='head', columns='pos', values='miou').round(3).to_string()
+        + f"\nfinal: {tabs['calib'].loc[FINAL, 'miou']:.4f}")
 
-    if not skip_all:
-        print("\n== stage 1 alternative: every exit at every iteration, losses summed ==")
-        _, taba, ta = stage1(dls, 'all', epochs1, lr1)
-        res['all_stage1'] = dict(final_miou=float(taba.loc[FINAL, 'miou']), epoch_s=ta, stage1_exits=taba.reset_index().to_dict('records'))
-    if not skip_plain:
-        print("\n== plain single-exit network, same epochs and schedule ==")
-        _, tabp, tp = stage1(dls, 'sample', epochs1, lr1, positions=[])
-        res['plain'] = dict(final_miou=float(tabp.loc[FINAL, 'miou']), epoch_s=tp)
+    say("\n== fastai overhead: Learner vs plain PyTorch loop, stage-1 steps ==")
+    res['overhead'] = o = overhead(dls, overhead_steps, overhead_rounds, output_stride)
+    say(f"fastai overhead: {o['ratio']:.3f}x a plain PyTorch loop per stage-1 step ({o['learner_step_s']*1e3:.0f} vs "
+        f"{o['plain_step_s']*1e3:.0f} ms, medians of {overhead_rounds} interleaved rounds of {overhead_steps} steps)")
 
-    # ---- report
-    med = lambda ts: float(np.median(ts)) if ts else float('nan')
-    rows = [dict(run='MESS stage 1 (sample) -> final exit', epochs=epochs1, s_per_epoch=med(t1), final_miou=res['sample_stage1']['final_miou'])]
-    if 'all_stage1' in res: rows.append(dict(run='stage 1 (all exits) -> final exit', epochs=epochs1, s_per_epoch=med(ta), final_miou=res['all_stage1']['final_miou']))
-    if 'plain' in res: rows.append(dict(run='plain single-exit network', epochs=epochs1, s_per_epoch=med(tp), final_miou=res['plain']['final_miou']))
-    rows.append(dict(run=f"MESS stage 2 ({res['stage2']['n_heads']} heads)", epochs=epochs2, s_per_epoch=med(et.times), final_miou=float(tab2.loc[FINAL, 'miou'])))
-    summary = pd.DataFrame(rows); res['summary'] = summary.to_dict('records')
-    best = tab2.drop(index=FINAL).sort_values('miou', ascending=False).groupby('pos').head(1).sort_values('pos')
-    pd.set_option('display.width', 160)
-    print("\nTraining runs (val mIoU of the final exit):"); print(summary.round(4).to_string(index=False))
-    print("\nStage-2 exits: best head per position (val mIoU, cumulative GFLOPs at", size, "):")
-    print(pd.concat([best, tab2.loc[[FINAL]]])[['pos', 'block', 'head', 'miou', 'acc', 'gflops', 'rel_cost']].round(4).to_string())
-    print("\nAll stage-2 exits, mIoU by head (rows) and position (columns):")
-    print(tab2.drop(index=FINAL).pivot_table(index='head', columns='pos', values='miou').round(3).to_string())
-    print(f"\nfastai overhead: {o['ratio']:.3f}x a plain PyTorch loop per stage-1 step "
-          f"({o['learner_step_s']*1e3:.0f} vs {o['plain_step_s']*1e3:.0f} ms, medians of {overhead_rounds} interleaved rounds of {overhead_steps} steps)")
+    if ablations:
+        say("\n== ablations (same data, epochs, schedule) ==")
+        la, ta = run_stage1(dls, 'all', epochs1, lr1, output_stride)
+        res['all_stage1'] = dict(epoch_s=ta, final_miou_eval=float(la.exit_table(eval_dl).loc[FINAL, 'miou']))
+        lp, tp = run_stage1(dls, 'sample', epochs1, lr1, output_stride, positions=[])
+        res['plain'] = dict(epoch_s=tp, final_miou_eval=float(lp.exit_table(eval_dl).loc[FINAL, 'miou']))
+        set_seed(0, reproducible=True)
+        ln = mess_learner(dls, seed=0, output_stride=output_stride)
+        ln.model.load_state_dict({k: v for k, v in torch.load(ckpt, weights_only=True)['state_dict'].items() if not k.startswith('heads.')}, strict=False)
+        ln.stage = 1
+        tn = run_stage2(ln, grid, epochs2, lr2, 0.)
+        res['no_pfd_stage2'] = dict(epoch_s=tn, exits={k: records(t) for k, t in tables(ln, calib_dl, eval_dl).items()})
+        rows = [dict(run='MESS stage 1, one sampled exit', s_per_epoch=np.median(t1), final_miou_eval=res['sample_stage1']['final_miou_eval']),
+                dict(run='stage 1, every exit every step', s_per_epoch=np.median(ta), final_miou_eval=res['all_stage1']['final_miou_eval']),
+                dict(run='plain single-exit network', s_per_epoch=np.median(tp), final_miou_eval=res['plain']['final_miou_eval'])]
+        say(pd.DataFrame(rows).round(4).to_string(index=False))
+        pfd = pd.DataFrame(res['stage2']['exits']['eval']).set_index('key').miou
+        nopfd = pd.DataFrame(res['no_pfd_stage2']['exits']['eval']).set_index('key').miou
+        say(f"stage 2 with vs without PFD, mean mIoU of the early exits on the evaluation half: "
+            f"{pfd.drop(FINAL).mean():.4f} vs {nopfd.drop(FINAL).mean():.4f}")
+
     (out/'train.json').write_text(json.dumps(res, indent=1, default=float))
-    print(f"wrote {out/'train.json'} and {ckpt}")
+    (out/'train.txt').write_text('\n'.join(report) + '\n')
+    print(f"wrote train.json, train.txt and {ckpt.name} to {out.name}/")
