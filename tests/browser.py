@@ -1,0 +1,81 @@
+"Headless Chromium (Debian's chromium + chromium-driver, through selenium) and a local voila server, for the tests that look at pages as a person would."
+import os, shutil, signal, socket, subprocess, sys, time, urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = HERE/'artifacts'
+CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--window-size=1400,1800',
+                 '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost']   # nothing beyond this machine
+
+def find_chromium():
+    for c in (os.environ.get('CHROMIUM'), '/usr/bin/chromium', shutil.which('chromium'), shutil.which('chromium-browser')):
+        if c and os.path.exists(c): return c
+    return None
+
+def chrome(tmp_path):
+    "A selenium Chrome driver on Debian's chromium, or a pytest skip that says what is missing"
+    try: from selenium import webdriver
+    except ImportError: pytest.skip('selenium is not installed (pip install selenium)')
+    exe, drv = find_chromium(), shutil.which('chromedriver') or '/usr/bin/chromedriver'
+    if exe is None or not os.path.exists(drv): pytest.skip('Debian chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)')
+    opts = webdriver.ChromeOptions(); opts.binary_location = exe
+    for a in CHROMIUM_ARGS + [f'--user-data-dir={tmp_path/"chrome-profile"}']: opts.add_argument(a)
+    opts.page_load_strategy = 'none'
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    os.environ.setdefault('SE_OFFLINE', 'true')
+    from selenium.webdriver.chrome.service import Service
+    return webdriver.Chrome(options=opts, service=Service(drv))
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@contextmanager
+def http_server(folder):
+    "Serve `folder` with python's http.server on a free local port; yields the base URL"
+    port = free_port()
+    p = subprocess.Popen([sys.executable, '-m', 'http.server', str(port), '--bind', '127.0.0.1', '-d', str(folder)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f'http://127.0.0.1:{port}/'
+    try:
+        for _ in range(100):
+            try: urllib.request.urlopen(base, timeout=1); break
+            except OSError: time.sleep(0.1)
+        yield base
+    finally: p.terminate(); p.wait(10)
+
+@contextmanager
+def voila(notebook, timeout=120, log_path=None):
+    "A voila server (offline template: no CDN links) serving `notebook`; yields its base URL and always shuts it and its kernels down"
+    try: import voila as _  # noqa: F401
+    except ImportError: pytest.skip('voila is not installed (pip install voila)')
+    port = free_port()
+    env = dict(os.environ, JUPYTER_PATH=str(HERE/'voila'), PYTHONUNBUFFERED='1', MPLBACKEND='module://matplotlib_inline.backend_inline')
+    cmd = [sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', '--Voila.port_retries=0',
+           '--template=offline', '--VoilaConfiguration.extension_denylist=jupyterlab-jupytext', '--show_tracebacks=True']
+    log_path = Path(log_path or ARTIFACTS/f'voila-{port}.log'); log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, 'w')
+    proc = subprocess.Popen(cmd, cwd=Path(notebook).parent, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f'http://127.0.0.1:{port}/'
+    try:
+        deadline = time.monotonic() + timeout
+        while True:   # a static file: GET / would start a kernel
+            if proc.poll() is not None: raise RuntimeError(f'voila exited early (rc={proc.returncode}):\n{log_path.read_text()[-3000:]}')
+            try:
+                with urllib.request.urlopen(base + 'voila/static/voila.js', timeout=2) as r:
+                    if r.status == 200: break
+            except OSError: pass
+            if time.monotonic() > deadline: raise TimeoutError(f'voila not up after {timeout}s:\n{log_path.read_text()[-3000:]}')
+            time.sleep(0.25)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try: proc.wait(15)
+            except subprocess.TimeoutExpired: pass
+        try: os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+        proc.wait(); log.close()
