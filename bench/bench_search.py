@@ -15,11 +15,15 @@ Writes results/search.json (the SearchResult), results/search_bench.json and res
 profile; no local paths, no progress bars.   Run:  python bench/bench_search.py   (about 15 min here)
 """
 import json, time, datetime, platform
+from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
 from mess_fast.model import MESSNet, FINAL, defaults
+from mess_fast.data import input_meta
 from mess_fast.profile import profile_net
 from mess_fast.search import build_cache, search, ExitConfig, measure, check_picks
+from mess_fast.predict import ExitPolicy
+from mess_fast.widgets import image_strip
 from common import RESULTS, CKPT, camvid_loaders, rel
 
 @call_parse
@@ -29,21 +33,26 @@ def main(threads:int=2,        # torch threads
          curve_points:int=10,  # Front points (drop <= 3 pp on the calibration half) measured on the evaluation half
          n_exact:int=20,       # Random configurations checked against the predictor
          max_exits:int=defaults.max_exits,
+         ckpt:str=str(CKPT),   # The trained network
+         out:str=str(RESULTS), # Results folder
          overwrite:bool=False, # Replace earlier result files
         ):
     "Run the search benchmark; print tables; write the result files"
     torch.set_num_threads(threads)
-    if not CKPT.exists(): raise SystemExit(f"{rel(CKPT)} is missing: run bench/bench_train.py first")
-    outs = [RESULTS/f for f in ('search.json', 'search_bench.json', 'search_bench.txt', 'search_profile.json')]
-    if not overwrite and (ex := [o.name for o in outs if o.exists()]): raise SystemExit(f"{ex} exist in {rel(RESULTS)}: pass --overwrite")
+    ckpt, out = Path(ckpt), Path(out); out.mkdir(parents=True, exist_ok=True)
+    if not ckpt.exists(): raise SystemExit(f"{ckpt.name} is missing: run bench/bench_train.py first")
+    outs = [out/f for f in ('search.json', 'search_bench.json', 'search_bench.txt', 'search_profile.json', 'search_cache.pt',
+                                'search_strip.npz', 'example_exit.npz')]
+    if not overwrite and (ex := [o.name for o in outs if o.exists()]): raise SystemExit(f"{ex} exist in {out.name}/: pass --overwrite")
     report = []
     def say(*a):
         s = ' '.join(str(o) for o in a); print(s); report.append(s)
     pd.set_option('display.width', 200); pd.set_option('display.max_colwidth', 80)
-    net = MESSNet.load(CKPT).eval()
+    net = MESSNet.load(ckpt).eval()
     dls, calib_dl, eval_dl = camvid_loaders()
+    net.meta.setdefault('input', input_meta(dls))     # networks saved by mess_learner record it; older checkpoints do not
     size = tuple(net.meta['input']['size'])
-    say(f"network: {rel(CKPT)} ({net.config['arch']}, output stride {net.config['output_stride']}, {len(net.heads)} heads); "
+    say(f"network: {ckpt.name} ({net.config['arch']}, output stride {net.config['output_stride']}, {len(net.heads)} heads); "
         f"{len(calib_dl.items)} calibration + {len(eval_dl.items)} evaluation frames at {size}, {threads} threads")
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
                threads=threads, size=list(size), net=net.full_config(), n_calib=len(calib_dl.items), n_eval=len(eval_dl.items))
@@ -82,7 +91,7 @@ def main(threads:int=2,        # torch threads
     # the curve: calibration front points, measured on the evaluation half
     f = sr.front('latency'); f = f[(f.drop_pp <= 3) & (f.n_exits > 0)]
     pick = f.iloc[np.unique(np.linspace(0, len(f) - 1, min(curve_points, len(f))).round().astype(int))] if len(f) else f
-    preds = {FINAL: ExitConfig(budget=FINAL).predictor(net, cache.base_policy())} | {r.name: r.config.predictor(net, cache.base_policy()) for _, r in pick.iterrows()}
+    preds = {FINAL: ExitConfig(budget=FINAL).predictor(net, cache.base_policy())} | {r['name']: r.config.predictor(net, cache.base_policy()) for _, r in pick.iterrows()}
     m = measure(preds, eval_dl, rounds)
     ref = m.loc[FINAL]
     curve = []
@@ -118,8 +127,38 @@ def main(threads:int=2,        # torch threads
     say(f"measured / predicted: budgeted {lat.ratio.min():.2f}-{lat.ratio.max():.2f}"
         + (f", the configurations above {cv.latency_ratio.min():.2f}-{cv.latency_ratio.max():.2f}" if len(cv) else ''))
 
-    sr.save(RESULTS/'search.json', overwrite=overwrite)
-    prof.save(RESULTS/'search_profile.json', overwrite=overwrite)
-    (RESULTS/'search_bench.json').write_text(json.dumps(res, indent=1, default=float))
-    (RESULTS/'search_bench.txt').write_text('\n'.join(report) + '\n')
-    print(f"wrote search.json, search_profile.json, search_bench.json and search_bench.txt to {rel(RESULTS)}/")
+    # edge correction off: the same search on caches built without it (the ablation)
+    pol0 = ExitPolicy(edge=False)
+    sr0 = search(build_cache(net, calib_dl, policy=pol0, progress=False), prof, max_exits=max_exits, progress=False)
+    ecache0 = build_cache(net, eval_dl, policy=pol0, progress=False)
+    rows = []
+    for name, r_ in ((True, sr), (False, sr0)):
+        for t, row in r_.targets().iterrows():
+            e = (ecache if name else ecache0).evaluate(row.config); e0 = ecache.evaluate(ExitConfig(budget=FINAL))
+            rows.append(dict(edge=name, target=t, config=row.config.name, calib_drop_pp=row.drop_pp, pred_speedup=row.speedup,
+                             eval_pred_drop_pp=(e0['miou'] - e['miou']) * 100,
+                             eval_pred_speedup=sr.costs['latency'].final / (sr.costs['latency'].mean(row.config.exits, e['hist']) if row.config.budget is None
+                                                                            else sr.costs['latency'].budget[row.config.budget]),
+                             left_early_eval=sum(v for k, v in e['hist'].items() if k not in (FINAL,)) if row.config.budget is None else 0))
+    ed = pd.DataFrame(rows)
+    res['edge_ablation'] = json.loads(ed.to_json(orient='records'))
+    say("\nEdge correction on vs off (each searched on its own calibration cache; exact predictions on the evaluation half):")
+    say(ed.round(3).to_string(index=False))
+
+    # what the notebooks and widgets show without the network: the cache, a frame strip, one frame's logits at one exit
+    cache.save(out/'search_cache.pt', overwrite=overwrite)
+    image_strip(net, calib_dl, sr, n=6).save(out/'search_strip.npz', overwrite=overwrite)
+    key = sr.targets().config.iloc[1].exits[0] if sr.targets().config.iloc[1].exits else sorted(net.heads)[len(net.heads) // 2]
+    xb, yb = next(iter(eval_dl))
+    with torch.no_grad(): nat = net.exit_logits(key, net.run_segments(xb[:1], 0, net.exit_pos(key)))
+    inp = net.meta['input']
+    img = ((xb[0].cpu() * torch.tensor(inp['std'])[:, None, None] + torch.tensor(inp['mean'])[:, None, None]).clamp(0, 1) * 255).round().byte()
+    from mess_fast.model import atomic_write
+    atomic_write(out/'example_exit.npz', lambda p: np.savez_compressed(open(p, 'wb'), key=np.array(key), stride=np.array(net.exit_stride(key)),
+                 image=img.permute(1, 2, 0).numpy(), label=yb[0].numpy().astype(np.uint8), logits=nat[0].numpy(), frame=np.array(eval_dl.items[0][0].name)), overwrite)
+
+    sr.save(out/'search.json', overwrite=overwrite)
+    prof.save(out/'search_profile.json', overwrite=overwrite)
+    (out/'search_bench.json').write_text(json.dumps(res, indent=1, default=float))
+    (out/'search_bench.txt').write_text('\n'.join(report) + '\n')
+    print(f"wrote {', '.join(o.name for o in outs)} to {out.name}/")

@@ -119,7 +119,7 @@ def save(self:ExitCache, path, overwrite:bool=False)->Path:
     "Save the cache (refuses to overwrite an existing file unless `overwrite`)"
     d = dict(format=CACHE_FORMAT, keys=self.keys, pos=self.pos, th_pix=self.th_pix, void=self.void, policy=self.policy,
              items=self.items, meta=json.dumps(self.meta), counts=torch.from_numpy(self.counts),
-             totals=torch.from_numpy(self.totals), cms=torch.from_numpy(self.cms))
+             totals=torch.from_numpy(self.totals), cms=torch.from_numpy(self.cms.astype(np.int32)))   # per-image counts fit in int32
     return atomic_write(path, lambda p: torch.save(d, p), overwrite)
 
 @patch(cls_method=True)
@@ -131,7 +131,7 @@ def load(cls:ExitCache, path)->ExitCache:
     except Exception as e: raise ValueError(f"{path} is not a readable exit cache: {e}") from None
     if not isinstance(d, dict) or d.get('format') != CACHE_FORMAT:
         raise ValueError(f"{path} is not an exit cache (expected format {CACHE_FORMAT!r}, made by ExitCache.save)")
-    return cls(d['keys'], d['pos'], d['th_pix'], d['counts'].numpy(), d['totals'].numpy(), d['cms'].numpy(), d['void'],
+    return cls(d['keys'], d['pos'], d['th_pix'], d['counts'].numpy(), d['totals'].numpy(), d['cms'].numpy().astype(np.int64), d['void'],
                d['policy'], d['items'], json.loads(d['meta']))
 
 # %% ../nbs/05_search.ipynb #502423d3
@@ -172,6 +172,20 @@ class ExitConfig:
     def to_dict(self)->dict: return asdict(self)
     @classmethod
     def from_dict(cls, d:dict)->ExitConfig: return cls(**d)
+
+    @classmethod
+    def from_name(cls, name:str)->ExitConfig:
+        "Parse a name made by `ExitConfig.name`"
+        name = str(name).strip()
+        if name.startswith('budget '): return cls(budget=name[7:].strip())
+        parts = [p.strip() for p in name.split('>')]
+        if not parts or parts[-1] != FINAL: raise ValueError(f"Not a configuration name: {name!r} (expected e.g. '3:fcn-b0 (0.9/0.5) > final')")
+        ks, tp, ti = [], [], []
+        for p in parts[:-1]:
+            try: k, th = p.split(' (', 1); a, b = th.rstrip(')').split('/')
+            except ValueError: raise ValueError(f"Not a configuration name: {name!r} (cannot read {p!r})") from None
+            ks.append(k.strip()); tp.append(float(a)); ti.append(float(b))
+        return cls(tuple(ks), tuple(tp), tuple(ti))
 
 # %% ../nbs/05_search.ipynb #20be8eee
 @dataclass

@@ -293,18 +293,25 @@ def update(self:ExitExplorer, cfg:ExitConfig|None=None):
 
 @patch
 def _draw(self:ExitExplorer, cfg, r):
+    figs = self.figures(cfg, r)
+    for out, fig in zip((self.plot_out, self.hist_out, self.strip_out), figs): _show(out, fig)
+
+@patch
+def figures(self:ExitExplorer, cfg:ExitConfig|None=None, r:dict|None=None)->list:
+    "The explorer's figures for `cfg` (default: the current configuration): Pareto plot, exit histogram and (if any) frame strip"
+    cfg = cfg or self.config; r = r or self.res.evaluate(cfg)
     cost = self.cost.value; col = 'latency' if cost == 'latency' else 'flops'
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     self.res.plot(cost, ax=ax, picks=False, title='')
     ax.plot(r[col], r['miou'] * 100, 'o', color='#d62728', ms=11, mec='k', zorder=5, label='this configuration')
     ax.legend(fontsize=7, loc='lower right'); ax.set_title(f"{cfg.name}", fontsize=8)
-    fig.tight_layout(); _show(self.plot_out, fig)
+    fig.tight_layout(); figs = [fig]
     keys = list(r['hist'])
     fig, ax = plt.subplots(figsize=(3.6, 3.8))
     ax.bar(range(len(keys)), [r['hist'][k] for k in keys], color=[_exit_colour(cfg, k) for k in keys])
     ax.set_xticks(range(len(keys)), keys, rotation=45, ha='right', fontsize=7); ax.set_ylabel('images'); ax.set_title('exit histogram', fontsize=9)
-    fig.tight_layout(); _show(self.hist_out, fig)
-    if self.strip is None: return
+    fig.tight_layout(); figs.append(fig)
+    if self.strip is None: return figs
     from mess_fast.data import palette_for
     st, c = self.strip, self.res.cache
     pal = palette_for(st.codes, st.void)
@@ -318,7 +325,8 @@ def _draw(self:ExitExplorer, cfg, r):
         for sp in axs[1, j].spines.values(): sp.set_edgecolor(_exit_colour(cfg, k)); sp.set_linewidth(4)
         axs[1, j].set_title(f"{k}" + (f"\nconf {conf:.2f}" if conf is not None else ''), fontsize=7.5, color=_exit_colour(cfg, k))
     fig.suptitle('calibration frames, most to least confident: the prediction of the exit each one takes', fontsize=8)
-    fig.tight_layout(); _show(self.strip_out, fig)
+    fig.tight_layout()
+    return figs + [fig]
 
 # %% ../nbs/06_widgets.ipynb #41c3352e
 class ExitStepper:
