@@ -81,13 +81,14 @@ def _smp_parts(model, block_types):
     enc, pre = model.encoder, 'encoder.'
     if getattr(model, 'segmentation_head', None) is None or getattr(model, 'decoder', None) is None:
         raise ValueError(f"Cannot convert this smp {type(model).__name__}: it has no decoder and segmentation_head")
-    act = getattr(model.segmentation_head, 'activation', None)
+    act = list(model.segmentation_head.children())[-1]
+    act = getattr(act, 'activation', None) if type(act).__name__ == 'Activation' else None
     if act is not None and not isinstance(act, nn.Identity):
         raise ValueError(f"Cannot convert this smp {type(model).__name__}: its segmentation head applies {type(act).__name__}; "
                          "MESS needs logits: build it with activation=None")
     if getattr(enc, '_is_transformer_style', False) or getattr(enc, '_is_channel_last', False) or getattr(enc, '_is_vgg_style', False):
-        raise ValueError(f"Cannot convert this smp {type(model).__name__}: its timm encoder is not a chain of CNN blocks (transformer, "
-                         "channels-last or VGG style)")
+        raise ValueError(f"Cannot convert this smp {type(model).__name__}: smp pads or reorders the features of its timm encoder "
+                         f"{getattr(enc, 'name', '')!r} (transformer, channels-last or VGG style), so they are not the outputs of a chain of blocks")
     if type(enc).__name__ == 'EfficientNetEncoder':   # blocks called with a drop-connect rate
         n = len(enc._blocks)
         units = [(f'{pre}{k}', getattr(enc, k), False) for k in ('_conv_stem', '_bn0', '_swish')]
@@ -222,13 +223,18 @@ def _tv_name(model)->str|None:
     if head is None or (head == 'fcn' and depth == 'mbv3'): return None
     return f"{head}_{'mobilenet_v3_large' if depth == 'mbv3' else 'resnet' + depth}"
 
+def _jsonable(o):
+    "`o` with tuples as lists (a configuration must read back the same from JSON)"
+    if isinstance(o, dict): return {k: _jsonable(v) for k, v in o.items()}
+    return [_jsonable(v) for v in o] if isinstance(o, (list, tuple)) else o
+
 def _smp_kwargs(model)->dict|None:
     "The constructor arguments smp recorded, beyond encoder, weights and classes, that differ from the defaults"
     cfg = getattr(model, '_hub_mixin_config', None)
     if not isinstance(cfg, dict): return None
     sig = inspect.signature(type(model).__init__).parameters
     skip = ('encoder_name', 'encoder_weights', 'classes', 'aux_params', 'activation', 'in_channels')
-    return {k: v for k, v in cfg.items() if k not in skip and k in sig and sig[k].default != v}
+    return _jsonable({k: v for k, v in cfg.items() if k not in skip and k in sig and _jsonable(sig[k].default) != _jsonable(v)})
 
 def _name_of(model, n_classes):
     "(arch, model_kwargs) naming `model`, or ('model:<class>', {}) when it cannot be rebuilt by name"
@@ -276,7 +282,7 @@ def convert_model(model:nn.Module,           # A torchvision or smp segmentation
     segs, taps = _cut(units, n_run, unit_taps, block_types)
     if arch is None: arch, model_kwargs = _name_of(model, n_classes)
     final_taps = None if taps == [len(segs) - 1] and not smp_model else taps
-    return NetParts(segs, head, final_taps, name, mult, dict(model_kwargs or {})), arch, n_classes
+    return NetParts(segs, head, final_taps, name, mult, _jsonable(dict(model_kwargs or {}))), arch, n_classes
 
 def _build_family(arch, n_classes, pretrained, block_types, **model_kwargs)->NetParts:
     return convert_model(build_model(arch, n_classes, pretrained, **model_kwargs), block_types, arch, model_kwargs)[0]
