@@ -199,6 +199,7 @@ def check_model_name(arch:str)->str:
         if not enc.startswith('tu-') and enc not in smp.encoders.get_encoder_names():
             raise ValueError(f"Unknown smp encoder {enc!r} in {arch!r}: see segmentation_models_pytorch.encoders.get_encoder_names(), or tu-<timm model>")
         return arch
+    if arch in TV_SEG_ARCHS: raise ValueError(f"Not a model name: {arch!r}; did you mean 'tv:{arch}'?")
     raise ValueError(f"Not a model name: {arch!r}; expected tv:<torchvision model> (e.g. tv:lraspp_mobilenet_v3_large) or smp:<architecture>:<encoder> (e.g. smp:Unet:resnet18)")
 
 def build_model(arch:str,              # 'tv:<torchvision model>' (see `TV_SEG_ARCHS`) or 'smp:<architecture>:<encoder>'
