@@ -44,12 +44,15 @@ def test_torchvision_exact(name):
     assert net.config['arch'] == f'tv:{name}' and net.n_classes == 7
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in m.parameters())   # nothing left out, nothing copied
 
-smp = pytest.importorskip('segmentation_models_pytorch')
+try: import segmentation_models_pytorch as smp
+except ImportError: smp = None
+needs_smp = pytest.mark.skipif(smp is None, reason="segmentation_models_pytorch is not installed (pip install 'mess_fast[smp]')")
 SMP_MAIN = ['Unet', 'FPN', 'DeepLabV3Plus', 'Linknet', 'PSPNet']
 SMP_CASES = [(a, e) for e in ('resnet18', 'mobilenet_v2', 'efficientnet-b0', 'tu-resnet18') for a in SMP_MAIN] + \
             [(a, 'resnet18') for a in SMP_ARCHS if a not in SMP_MAIN]
 N_CAND = {'resnet18': 9, 'tu-resnet18': 9, 'mobilenet_v2': 17, 'efficientnet-b0': 17}
 
+@needs_smp
 @pytest.mark.parametrize('arch,enc', SMP_CASES)
 def test_smp_exact(arch, enc):
     torch.manual_seed(0)
@@ -62,6 +65,7 @@ def test_smp_exact(arch, enc):
     assert net.final_taps[0] == -1 and net.final_taps[-1] == len(net.candidates) - 1
     assert net.exit_stride(FINAL) == 1
 
+@needs_smp
 @pytest.mark.parametrize('mk', [lambda: SEG.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5),
                                 lambda: smp.FPN('efficientnet-b0', encoder_weights=None, classes=5)])
 def test_train_mode_exact(mk):
@@ -76,6 +80,7 @@ def test_train_mode_exact(mk):
     sd1, sd2 = m1.state_dict(), m2.state_dict()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
 
+@needs_smp
 def test_names_build_and_rebuild(tmp_path):
     for arch in ('tv:lraspp_mobilenet_v3_large', 'smp:Unet:resnet18'):
         net = MESSNet(arch, n_classes=12, exits=['2:fcn-b0']).eval()
@@ -87,6 +92,7 @@ def test_names_build_and_rebuild(tmp_path):
     with pytest.raises(ValueError, match="Unknown smp encoder 'nope'"): MESSNet('smp:Unet:nope')
     with pytest.raises(ValueError, match="Unknown torchvision model 'tv:deeplabv3'"): MESSNet('tv:deeplabv3')
 
+@needs_smp
 def test_model_kwargs_and_aux_heads(tmp_path):
     "Constructor arguments are recovered and rebuild the model; auxiliary heads are left out"
     m = random_bn(smp.DeepLabV3Plus('resnet18', encoder_weights=None, classes=4, encoder_output_stride=8, decoder_channels=64))
@@ -112,6 +118,7 @@ def test_model_that_cannot_be_named(tmp_path):
         MESSNet.load(p)
     MESSNet.from_model(m).load_weights(p)
 
+@needs_smp
 @pytest.mark.parametrize('mk,msg', [
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 1)), "Cannot convert a Sequential: MESSNet.from_model takes a torchvision segmentation model"),
     (lambda: torchvision.models.resnet18(), "Cannot convert a ResNet"),
@@ -138,6 +145,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, 'create_connection', no_net)
     monkeypatch.setattr(socket, 'getaddrinfo', no_net)
 
+@needs_smp
 @pytest.mark.parametrize('arch,what', [('tv:lraspp_mobilenet_v3_large', 'backbone weights'), ('smp:Unet:resnet18', "encoder weights 'imagenet'")])
 def test_pretrained_offline_fails_fast(offline, arch, what):
     t = time.time()
@@ -160,7 +168,7 @@ def spread_policy(net, full, exits, n):
         ti[k] = float(ic.sort().values[len(ic) // 2]); rest = rest[ic < ti[k]]
     return ExitPolicy(tp, ti, at='full')
 
-@pytest.mark.parametrize('family', ['tv', 'smp'])
+@pytest.mark.parametrize('family', ['tv', pytest.param('smp', marks=needs_smp)])
 def test_mess_pipeline(dls, family, tmp_path):
     torch.manual_seed(0)
     model = (SEG.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=dls.c) if family == 'tv'
