@@ -18,7 +18,7 @@ and an evaluation half, where everything is reported).
 Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths, no progress bars.
 
     python bench/bench_lraspp.py                        # the full run (not timed yet; stage 2 with 56 heads dominates)
-    python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out /tmp/lr   # a smoke test
+    python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out lraspp_smoke   # a smoke test
 """
 import json, time, datetime, platform
 from dataclasses import replace
