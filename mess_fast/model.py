@@ -23,10 +23,11 @@ from fastcore.basics import store_attr, patch
 import pandas as pd
 
 # %% auto #0
-__all__ = ['defaults', 'TV_ARCHS', 'BLOCK_TYPES', 'HEAD_TYPES', 'FINAL', 'CKPT_FORMAT', 'MESSDefaults', 'default_output_stride',
-           'plain', 'upsample', 'class_argmax', 'confusion', 'miou', 'dilate_', 'load_tv_model', 'load_timm_model',
-           'body_of', 'split_segments', 'Candidate', 'find_candidates', 'HeadConfig', 'head_grid', 'ExitHead',
-           'exit_key', 'parse_exit_key', 'MESSNet', 'SingleExitNet', 'check_new_file', 'atomic_write', 'config_diff',
+__all__ = ['defaults', 'TV_ARCHS', 'BLOCK_TYPES', 'HEAD_TYPES', 'FINAL', 'ARCH_FAMILIES', 'CKPT_FORMAT', 'MESSDefaults',
+           'default_output_stride', 'plain', 'upsample', 'class_argmax', 'confusion', 'miou', 'dilate_',
+           'load_tv_model', 'reachable', 'load_timm_model', 'body_of', 'split_segments', 'Candidate', 'find_candidates',
+           'HeadConfig', 'head_grid', 'ExitHead', 'exit_key', 'parse_exit_key', 'NetParts', 'register_family',
+           'arch_family', 'MESSNet', 'Tapped', 'SingleExitNet', 'check_new_file', 'atomic_write', 'config_diff',
            'count_flops', 'n_params']
 
 # %% ../nbs/01_model.ipynb #e0a31249
@@ -65,7 +66,9 @@ def upsample(logits:torch.Tensor, # (B, C, h, w) logits at an exit's native reso
              size,                # Target (H, W)
             )->torch.Tensor:
     "Bilinear upsampling of `logits` to `size` (`align_corners=False`): how every exit reaches the input size"
-    return F.interpolate(logits, size=tuple(int(s) for s in size), mode='bilinear', align_corners=False)
+    size = tuple(int(s) for s in size)
+    if tuple(logits.shape[-2:]) == size: return logits   # already there (a converted model's decoder may end at the input size)
+    return F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
 
 # %% ../nbs/01_model.ipynb #59bd6fcf
 def class_argmax(logits:torch.Tensor, # (B, C, H, W) class scores
@@ -131,7 +134,7 @@ def load_tv_model(arch:str,            # torchvision model name, e.g. 'resnet18'
     finally: socket.setdefaulttimeout(old)
 
 # %% ../nbs/01_model.ipynb #0b10207a
-def _reachable(host:str, timeout:float=5.)->bool:
+def reachable(host:str, timeout:float=5.)->bool:
     "Can we open a TCP connection to `host`:443? (True behind a proxy, where we cannot tell)"
     if any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')): return True
     try: socket.create_connection((host, 443), timeout=timeout).close(); return True
@@ -158,7 +161,7 @@ def load_timm_model(name:str,              # timm model name, e.g. 'resnet18'
         if 'output_stride' not in kw: raise
         raise ValueError(f"timm model {name!r} does not support output_stride={output_stride} ({e}); use output_stride=32") from e
     if pretrained:
-        if not _reachable('huggingface.co') and not _timm_cached(m):
+        if not reachable('huggingface.co') and not _timm_cached(m):
             raise RuntimeError(f"Could not get pretrained weights for 'timm:{name}': the Hugging Face Hub (huggingface.co) "
                                "is unreachable and they are not in the local Hugging Face cache. You seem to be offline: "
                                "run once with a connection (or copy the cache), or build with pretrained=False.")
@@ -327,30 +330,77 @@ def parse_exit_key(key:str):
 FINAL = 'final'
 
 # %% ../nbs/01_model.ipynb #287ad0c1
+@dataclass
+class NetParts:
+    "A segmentation network cut into segments, as an architecture family hands it to `MESSNet`"
+    segments:list                 # `(name, module)` per candidate exit, in execution order
+    final_head:nn.Module          # The final exit: native logits from the features at `final_taps`
+    final_taps:list|None=None     # Positions whose outputs `final_head` reads, in its order (-1: the input); None: the last segment's output alone
+    final_name:str='model'        # Name of the final head, shown in tables (and kept in the configuration)
+    input_multiple:int=1          # Input height and width must be multiples of this (some decoders need it)
+    model_kwargs:dict|None=None   # Constructor arguments beyond the classes that rebuild the model
+
+ARCH_FAMILIES = {}
+
+def register_family(prefix:str, # Architecture names '<prefix>:...' are built by `build`
+                    build,      # `build(arch, n_classes, pretrained, block_types, **model_kwargs) -> NetParts`
+                   ):
+    "Let `MESSNet('<prefix>:...')` build networks with `build`"
+    if not re.fullmatch(r'[a-z]\w*', prefix) or prefix == 'timm': raise ValueError(f"Not a usable family prefix: {prefix!r}")
+    ARCH_FAMILIES[prefix] = build
+
+def arch_family(arch:str):
+    "The builder registered for `arch`'s prefix, or None for the backbones `MESSNet` builds itself (`TV_ARCHS`, 'timm:<name>')"
+    pre, sep, _ = str(arch).partition(':')
+    if not sep or pre == 'timm': return None
+    if pre not in ARCH_FAMILIES:
+        raise ValueError(f"Unknown architecture family {pre!r} in {arch!r}: expected one of {', '.join(TV_ARCHS)}, 'timm:<name>' or a "
+                         f"registered family {sorted(ARCH_FAMILIES)} ('tv:' and 'smp:' are registered by importing mess_fast.convert)")
+    return ARCH_FAMILIES[pre]
+
+# %% ../nbs/01_model.ipynb #5b0640f3
 class MESSNet(nn.Module):
     "A segmentation CNN split into segments at its candidate exits, with a final head and any number of exit heads."
+    final_taps, final_stride, input_multiple = None, None, 1   # (class defaults: networks pickled before they existed)
     def __init__(self,
-                 arch:str='resnet18',     # Backbone: one of `TV_ARCHS` or 'timm:<name>'
+                 arch:str='resnet18',     # Backbone: one of `TV_ARCHS` or 'timm:<name>'; or a family's model, e.g. 'tv:lraspp_mobilenet_v3_large', 'smp:Unet:resnet18'
                  n_classes:int=12,        # Number of output classes (logits)
-                 pretrained:bool=False,   # Start the backbone from ImageNet weights
-                 output_stride:int|None=None, # 8 (the paper's DRN-style), 16 or 32; None: `default_output_stride(arch)`
-                 final_head:str=defaults.final_head, # 'deeplab' (torchvision DeepLabHead) or 'fcn' (FCNHead)
+                 pretrained:bool=False,   # Start the backbone from ImageNet weights (a family's model: its library's pretrained weights)
+                 output_stride:int|None=None, # 8 (the paper's DRN-style), 16 or 32; None: `default_output_stride(arch)` (a family's model: its own)
+                 final_head:str|None=None, # 'deeplab' (torchvision DeepLabHead) or 'fcn' (FCNHead); None: `defaults.final_head` (a family's model keeps its own)
                  exits=(),                # Exits to attach: `(position, HeadConfig or name)` pairs or exit keys
                  block_types=BLOCK_TYPES, # Class names of the blocks that end a segment
+                 model_kwargs:dict|None=None, # A family's model: its constructor arguments beyond the classes
+                 parts:NetParts|None=None, # An already converted model (what `MESSNet.from_model` passes); `arch` names it
                 ):
         super().__init__()
-        if final_head not in ('deeplab', 'fcn'): raise ValueError(f"final_head must be 'deeplab' or 'fcn', got {final_head!r}")
         if not (isinstance(n_classes, int) and n_classes >= 2): raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-        if output_stride is None: output_stride = default_output_stride(arch)
-        self.config = dict(arch=arch, n_classes=n_classes, output_stride=output_stride, final_head=final_head,
-                           block_types=tuple(block_types))
-        segs = split_segments(body_of(arch, pretrained, output_stride), block_types)
-        self.segments = nn.ModuleList([s for _, s in segs])
-        self.candidates = find_candidates(segs)
-        ch = self.candidates[-1].channels
-        self.final_head = DeepLabHead(ch, n_classes) if final_head == 'deeplab' else FCNHead(ch, n_classes)
+        build, cands = (arch_family(arch) if parts is None else None), None
+        if parts is None and build is None:
+            final_head = final_head or defaults.final_head
+            if final_head not in ('deeplab', 'fcn'): raise ValueError(f"final_head must be 'deeplab' or 'fcn', got {final_head!r}")
+            if model_kwargs: raise ValueError(f"model_kwargs are for a family's model ('tv:...', 'smp:...'), not {arch!r}")
+            if output_stride is None: output_stride = default_output_stride(arch)
+            self.config = dict(arch=arch, n_classes=n_classes, output_stride=output_stride, final_head=final_head,
+                               block_types=tuple(block_types))
+            segs = split_segments(body_of(arch, pretrained, output_stride), block_types)
+            cands = find_candidates(segs); ch = cands[-1].channels
+            parts = NetParts(segs, DeepLabHead(ch, n_classes) if final_head == 'deeplab' else FCNHead(ch, n_classes), None, final_head)
+        else:
+            if output_stride is not None: raise ValueError(f"{arch!r} has its model's own output stride; got output_stride={output_stride!r}")
+            if parts is None: parts = build(arch, n_classes, pretrained, tuple(block_types), **(model_kwargs or {}))
+            if final_head not in (None, parts.final_name):
+                raise ValueError(f"{arch!r} keeps its model's own final head ({parts.final_name!r}); got final_head={final_head!r}")
+            self.config = dict(arch=arch, n_classes=n_classes, output_stride=None, final_head=parts.final_name,
+                               block_types=tuple(block_types), model_kwargs=dict(parts.model_kwargs or {}))
+        self.segments = nn.ModuleList([s for _, s in parts.segments])
+        self.final_head, self.input_multiple = parts.final_head, parts.input_multiple
+        self.final_taps = list(parts.final_taps) if parts.final_taps else None
+        probe = -(-128 // self.input_multiple) * self.input_multiple
+        self.candidates = cands or find_candidates(parts.segments, probe)
         self.heads = nn.ModuleDict()
         self.active = None
+        self.final_stride = self.candidates[-1].stride if self.final_taps is None else self._final_native_stride(probe)
         for e in exits: self.add_exit(*(parse_exit_key(e) if isinstance(e, str) else e))
 
     @property
@@ -392,10 +442,23 @@ def exits(self:MESSNet)->pd.DataFrame:
                  stride=self.candidates[p].stride) for k in self.heads for p, c in [parse_exit_key(k)]]
     last = self.candidates[-1]
     rows.append(dict(key=FINAL, pos=len(self.candidates)-1, block=last.name, head=self.config['final_head'],
-                     channels=last.channels, stride=last.stride))
+                     channels=last.channels, stride=self.final_stride or last.stride))
     return pd.DataFrame(rows)
 
 # %% ../nbs/01_model.ipynb #25744015
+class Tapped:
+    "The features after a run of segments (`x`) and the earlier outputs the final head also reads (`taps`: position -> tensor, -1 the input)"
+    __slots__ = ('x', 'taps')
+    def __init__(self, x:torch.Tensor, taps:dict|None=None): self.x, self.taps = x, dict(taps or {})
+    def __getitem__(self, idx): return Tapped(self.x[idx], {p: t[idx] for p, t in self.taps.items()})
+    def __len__(self): return len(self.x)
+    @property
+    def shape(self): return self.x.shape
+    def __repr__(self): return f"Tapped({tuple(self.x.shape)}, taps at {sorted(self.taps)})"
+
+def _x(feats): return feats.x if isinstance(feats, Tapped) else feats
+
+# %% ../nbs/01_model.ipynb #295270b4
 @patch
 def exit_pos(self:MESSNet, key:str)->int:
     "Candidate position (index of the last segment run) of exit `key`; the final exit's is the last one"
@@ -405,19 +468,51 @@ def exit_pos(self:MESSNet, key:str)->int:
 
 @patch
 def exit_stride(self:MESSNet, key:str)->int:
-    "Output stride of the features exit `key` reads (input size / its native logits' size)"
+    "Output stride of exit `key`'s native logits (input size / their size): that of the features it reads, for the final exit its head's"
+    if key == FINAL and self.final_stride is not None: return self.final_stride
     return self.candidates[self.exit_pos(key)].stride
 
 @patch
+def check_input_size(self:MESSNet, size):
+    "A clear error if this network cannot take an input of `size` (H, W) (some converted decoders need multiples of their stride)"
+    m, (h, w) = self.input_multiple, (int(s) for s in size)
+    if m > 1 and (h % m or w % m):
+        raise ValueError(f"Input size {(h, w)} does not suit {self.config['arch']}: height and width must be multiples of {m} "
+                         f"(e.g. {(-(-h // m) * m, -(-w // m) * m)})")
+
+@patch
 def run_segments(self:MESSNet, x, start:int=0, end:int|None=None):
-    "Run segments `start..end` (inclusive; `end=None`: to the last) on `x`, the output of segment `start-1` (or the image)"
-    for seg in self.segments[start:(len(self.segments) if end is None else end + 1)]: x = seg(x)
-    return x
+    "Run segments `start..end` (inclusive; `end=None`: to the last) on `x`, the output of segment `start-1` (or the image); see `Tapped`"
+    end = len(self.segments) - 1 if end is None else end
+    if start == 0 and self.input_multiple > 1 and not isinstance(x, Tapped): self.check_input_size(x.shape[-2:])
+    if not self.final_taps:
+        for seg in self.segments[start:end + 1]: x = seg(x)
+        return x
+    if isinstance(x, Tapped): x, taps = x.x, dict(x.taps)
+    else: taps = {-1: x} if start == 0 and -1 in self.final_taps else {}
+    for i in range(start, end + 1):
+        x = self.segments[i](x)
+        if i in self.final_taps: taps[i] = x
+    return Tapped(x, taps)
 
 @patch
 def exit_logits(self:MESSNet, key:str, feats):
-    "Logits of exit `key` (or 'final') at its native resolution, from `feats`, the output of segment `exit_pos(key)`"
-    return self.final_head(feats) if key == FINAL else self.heads[key].logits(feats)
+    "Logits of exit `key` (or 'final') at its native resolution, from `feats`, what `run_segments` returned at `exit_pos(key)`"
+    if key != FINAL: return self.heads[key].logits(_x(feats))
+    if not self.final_taps: return self.final_head(_x(feats))
+    miss = [p for p in self.final_taps if p not in feats.taps] if isinstance(feats, Tapped) else self.final_taps
+    if miss: raise ValueError(f"The final head of this {self.config['arch']} reads the features at positions {self.final_taps} (-1: the input); "
+                              f"{miss} are missing: pass what run_segments returned on a walk started at segment 0")
+    return self.final_head([feats.taps[p] for p in self.final_taps])
+
+@patch
+@torch.no_grad()
+def _final_native_stride(self:MESSNet, probe:int)->int:
+    "Stride of the final head's native logits, measured on a `probe`-sized square input"
+    training = self.training; self.eval()
+    try: lg = self.exit_logits(FINAL, self.run_segments(torch.zeros(1, 3, probe, probe, device=next(self.parameters()).device)))
+    finally: self.train(training)
+    return probe // lg.shape[-1]
 
 @patch
 def forward_exit(self:MESSNet, x, key:str=FINAL):
@@ -445,7 +540,7 @@ def forward(self:MESSNet, x):
 
 @patch
 def features(self:MESSNet, x)->list:
-    "Output of every segment"
+    "Output of every segment (a network with `final_taps`: `Tapped`s, what `exit_logits` takes)"
     res = []
     for i in range(len(self.segments)): x = self.run_segments(x, i, i); res.append(x)
     return res
@@ -458,13 +553,21 @@ class _HeadLogits(nn.Module):
 
 class SingleExitNet(nn.Module):
     "A `MESSNet` truncated at one exit: segments `0..pos`, that exit's head, upsampling to the input size"
-    def __init__(self, segments:nn.ModuleList, head:nn.Module, key:str, native:bool=False):
+    def __init__(self, segments:nn.ModuleList, head:nn.Module, key:str, native:bool=False,
+                 taps:list|None=None): # Positions whose outputs `head` reads, as `MESSNet.final_taps`; None: the last one's
         super().__init__()
-        self.segments, self.head, self.key, self.native = segments, head, key, native
+        self.segments, self.head, self.key, self.native, self.taps = segments, head, key, native, taps
     def forward(self, x):
         size = x.shape[-2:]
-        for s in self.segments: x = s(x)
-        x = self.head(x)
+        if self.taps:
+            kept = {-1: x} if -1 in self.taps else {}
+            for i, s in enumerate(self.segments):
+                x = s(x)
+                if i in self.taps: kept[i] = x
+            x = self.head([kept[p] for p in self.taps])
+        else:
+            for s in self.segments: x = s(x)
+            x = self.head(x)
         return x if self.native else upsample(x, size)
     def __repr__(self): return f"SingleExitNet({self.key!r}, {len(self.segments)} segments)"
 
@@ -473,7 +576,7 @@ def truncate(self:MESSNet, key:str=FINAL, native:bool=False)->SingleExitNet:
     "The network truncated at exit `key` (weights shared); its output is `forward_exit`'s, or the native logits if `native`"
     pos = self.exit_pos(key)
     head = self.final_head if key == FINAL else _HeadLogits(self.heads[key])
-    return SingleExitNet(self.segments[:pos + 1], head, key, native)
+    return SingleExitNet(self.segments[:pos + 1], head, key, native, self.final_taps if key == FINAL else None)
 
 # %% ../nbs/01_model.ipynb #d623d5de
 @patch

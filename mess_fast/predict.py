@@ -16,6 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from .data import image_test_dl
 from .imaging import prepare_image
 from .model import MESSNet, FINAL, defaults, plain, upsample, class_argmax, confusion, miou
+from . import convert  # noqa: F401  (registers the 'tv:' and 'smp:' models: `MESSNet.load` rebuilds converted networks)
 
 # %% auto #0
 __all__ = ['CONF_KINDS', 'pixel_confidence', 'label_edges', 'window_median', 'ExitPolicy', 'EarlyExitPredictor', 'policy_report']

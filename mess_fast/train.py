@@ -26,6 +26,7 @@ from fastai.torch_core import TensorMask, nested_reorder, tensor
 from .data import show_overlay, image_test_dl, input_meta
 from .model import (MESSNet, HeadConfig, FINAL, parse_exit_key, defaults, plain, class_argmax, confusion, miou,
                              atomic_write)
+from . import convert  # noqa: F401  (registers the 'tv:' and 'smp:' models and adds `MESSNet.from_model`)
 
 # %% auto #0
 __all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitsMIoU', 'ExitSampler', 'FrozenEval',
@@ -244,24 +245,32 @@ class MESSLearner(Learner):
 # %% ../nbs/02_train.ipynb #deb5a2d6
 @delegates(Learner.__init__)
 def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with `c` and `void_code`)
-                 arch:str='resnet18',      # Backbone (see `TV_ARCHS`, or 'timm:<name>')
+                 arch:str='resnet18',      # Backbone (see `TV_ARCHS`, or 'timm:<name>'), or a segmentation model: 'tv:<name>', 'smp:<architecture>:<encoder>' (see `mess_fast.convert`)
                  pretrained:bool=False,    # Start from ImageNet weights (needs internet the first time)
                  output_stride:int|None=None, # 8 (the paper's), 16 or 32; None: `default_output_stride(arch)`
-                 final_head:str=defaults.final_head, # 'deeplab' or 'fcn'
+                 final_head:str|None=None, # 'deeplab' or 'fcn'; None: `defaults.final_head` (a segmentation model keeps its own)
                  stage1:str='sample',      # 'sample' (one exit per iteration, the paper's) or 'all'
                  stage1_head=defaults.stage1_head, # Head used at every candidate during stage 1
                  positions:list|None=None, # Candidate positions of the stage-1 exits (default: all but the last)
                  seed:int|None=None,       # Seed of the exit sampling
                  valid_exits=(),           # Stage-1 exits also computed (and scored) in validation: keys, or 'all'; default the final's only. Their losses add to `valid_loss`
                  metrics=None,             # Default: mIoU and pixel accuracy of the final exit (+ the mIoU of each of `valid_exits`)
+                 model=None,               # Instead of `arch`: your torchvision/smp segmentation model, converted by `MESSNet.from_model` (weights shared), or a `MESSNet`
                  **kwargs)->MESSLearner:
     "A `MESSLearner` ready for stage 1: a `MESSNet` with a stage-1 head at every candidate point"
     void = getattr(dls, 'void_code', None)
     n = getattr(dls, 'c', None) or len(dls.vocab)
     if dls.train.bs < 2: raise ValueError(f"Training batch size is {dls.train.bs}; expected at least 2: BatchNorm (in the "
                                           "ASPP pooling branch of every DeepLab head) needs more than one value per channel")
-    net = MESSNet(arch, n_classes=n, pretrained=pretrained, output_stride=output_stride, final_head=final_head)
+    if model is None: net = MESSNet(arch, n_classes=n, pretrained=pretrained, output_stride=output_stride, final_head=final_head)
+    else:
+        if pretrained or output_stride is not None or final_head is not None:
+            raise ValueError("pretrained, output_stride and final_head describe a network to build; with model= they come from the model")
+        net = model if isinstance(model, MESSNet) else MESSNet.from_model(model)
+        if net.n_classes != n: raise ValueError(f"model has {net.n_classes} output classes; the data has {n}")
+        if net.heads: raise ValueError(f"model already has exit heads {list(net.heads)}; mess_learner attaches the stage-1 heads itself")
     net.meta = dict(input=input_meta(dls))   # saved with the network: what a deployed copy needs to read images
+    net.check_input_size(net.meta['input']['size'])
     for p in (positions if positions is not None else _default_positions(net)): net.add_exit(p, stage1_head)
     vk = list(net.heads) if isinstance(valid_exits, str) and valid_exits == 'all' else listify(valid_exits)
     if (bad := [k for k in vk if k not in net.heads]):
