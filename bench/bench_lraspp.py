@@ -17,7 +17,7 @@ and an evaluation half, where everything is reported).
 
 Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths, no progress bars.
 
-    python bench/bench_lraspp.py                        # the full run (not timed yet; stage 2 with 56 heads dominates)
+    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run (not timed yet; stage 2 with 56 heads dominates)
     python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out lraspp_smoke   # a smoke test
 """
 import json, time, datetime, platform
@@ -33,7 +33,7 @@ from mess_fast.profile import profile_net
 from mess_fast.search import build_cache, search, ExitConfig, measure
 from common import RESULTS, HELD_OUT, camvid_split, rel
 
-ARCH = 'tv:lraspp_mobilenet_v3_large'
+ARCHS = {'lraspp': 'tv:lraspp_mobilenet_v3_large', 'deeplabv3_mbv3': 'tv:deeplabv3_mobilenet_v3_large'}
 
 
 def loaders(size, bs, max_items=None):
@@ -44,10 +44,10 @@ def loaders(size, bs, max_items=None):
     return src, dls, labelled_dl(dls, calib, bs=8), labelled_dl(dls, evalp, bs=8)
 
 
-def train(dls, epochs1, lr1, positions=None, grid=None, epochs2=0, lr2=None):
+def train(arch, dls, epochs1, lr1, positions=None, grid=None, epochs2=0, lr2=None):
     "A fixed-schedule run (no checkpoint chosen by validation score): seconds per epoch of each stage"
     set_seed(0, reproducible=True)
-    learn = mess_learner(dls, arch=ARCH, positions=positions, seed=0)
+    learn = mess_learner(dls, arch=arch, positions=positions, seed=0)
     t = time.perf_counter()
     with learn.no_bar(), learn.no_logging(): learn.fit_stage1(epochs1, lr1)
     res = dict(stage1_s_per_epoch=(time.perf_counter() - t) / epochs1)
@@ -60,7 +60,8 @@ def train(dls, epochs1, lr1, positions=None, grid=None, epochs2=0, lr2=None):
 
 
 @call_parse
-def main(height:int=120,        # Input height
+def main(model:str='lraspp',     # Which torchvision model: 'lraspp' (lraspp_mobilenet_v3_large) or 'deeplabv3_mbv3' (deeplabv3_mobilenet_v3_large)
+         height:int=120,        # Input height
          width:int=160,         # Input width
          bs:int=8,              # Training batch size
          epochs1:int=30,        # Stage-1 epochs (the plain network's too)
@@ -74,12 +75,14 @@ def main(height:int=120,        # Input height
          threads:int=2,         # torch threads
          max_items:int=None,    # Smoke test: at most this many frames per split
          out:str=str(RESULTS),  # Results folder
-         overwrite:bool=False,  # Replace an existing lraspp.json
+         overwrite:bool=False,  # Replace an existing <model>.json
         ):
     "Train the plain and the MESS LR-ASPP, search the MESS one, measure both; print tables; write lraspp.json and lraspp.txt"
     torch.set_num_threads(threads)
+    if model not in ARCHS: raise SystemExit(f"--model: expected one of {list(ARCHS)}, got {model!r}")
+    ARCH = ARCHS[model]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    if not overwrite and (out/'lraspp.json').exists(): raise SystemExit(f"{out.name}/lraspp.json exists: pass --overwrite")
+    if not overwrite and (out/f'{model}.json').exists(): raise SystemExit(f"{out.name}/{model}.json exists: pass --overwrite")
     size, grid = (height, width), grid.split(',')
     src, dls, calib_dl, eval_dl = loaders(size, bs, max_items)
     report = []
@@ -95,13 +98,13 @@ def main(height:int=120,        # Input height
                n_train=len(dls.train_ds), n_calib=len(calib_dl.items), n_eval=len(eval_dl.items)))
 
     say("\n== plain LR-ASPP (no exit head), stage-1 recipe ==")
-    lp, tp = train(dls, epochs1, lr1, positions=[])
+    lp, tp = train(ARCH, dls, epochs1, lr1, positions=[])
     plain = lp.model.eval()
     res['plain'] = tp | dict(gflops=float(plain.cost_table(size).set_index('key').loc[FINAL, 'cum_gflops']))
     say(f"{tp['stage1_s_per_epoch']:.1f} s/epoch")
 
     say("\n== MESS LR-ASPP: stage 1 (one sampled exit per iteration), stage 2 (frozen network, every head at every candidate, PFD) ==")
-    lm, tm = train(dls, epochs1, lr1, grid=grid, epochs2=epochs2, lr2=lr2)
+    lm, tm = train(ARCH, dls, epochs1, lr1, grid=grid, epochs2=epochs2, lr2=lr2)
     net = lm.model.eval()
     res['mess'] = tm | dict(n_candidates=len(net.candidates), n_heads=len(net.heads), final_taps=net.final_taps)
     say(f"stage 1 {tm['stage1_s_per_epoch']:.1f} s/epoch, stage 2 {tm['stage2_s_per_epoch']:.1f} s/epoch; "
@@ -148,6 +151,6 @@ def main(height:int=120,        # Input height
     say("\nFastest MESS configuration within 0.1 pp of the plain model's mIoU (measured): " +
         ("none" if best is None else f"{best['name']}: {best.speedup_vs_plain:.2f}x ({best.latency_ms:.2f} vs {ref.latency_ms:.2f} ms, "
                                      f"mIoU {best.miou:.4f} vs {ref.miou:.4f})"))
-    (out/'lraspp.json').write_text(json.dumps(res, indent=1, default=float))
-    (out/'lraspp.txt').write_text('\n'.join(report) + '\n')
-    print(f"wrote lraspp.json and lraspp.txt to {rel(out) if out.resolve().is_relative_to(RESULTS.parent.parent) else out.name}/")
+    (out/f'{model}.json').write_text(json.dumps(res, indent=1, default=float))
+    (out/f'{model}.txt').write_text('\n'.join(report) + '\n')
+    print(f"wrote {model}.json and {model}.txt to {rel(out) if out.resolve().is_relative_to(RESULTS.parent.parent) else out.name}/")
