@@ -19,7 +19,8 @@ requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 extras = {'dev': dev_requirements,
           'onnx': shlex.split(cfg.get('onnx_requirements', '')),
-          'timm': shlex.split(cfg.get('timm_requirements', ''))}
+          'timm': shlex.split(cfg.get('timm_requirements', '')),
+          'distributed': shlex.split(cfg.get('distributed_requirements', ''))}
 lic = licenses.get(cfg['license'], cfg['license'])
 min_python = cfg['min_python']
 scripts = [o.strip() for o in cfg.get('console_scripts', '').split() if o.strip()]
