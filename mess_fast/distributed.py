@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from fastcore.basics import patch
-from fastai.torch_core import rank_distrib, default_device
+from fastai.torch_core import rank_distrib, default_device, set_seed
 from .model import defaults
 from .train import MESSLearner, require_accelerate
 
@@ -121,8 +121,9 @@ def _run_worker(spec_file):
     if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/09_distributed.ipynb #e4064f37
-def _fit_mess_worker(learner_file:str, fit_kwargs:dict):
+def _fit_mess_worker(learner_file:str, fit_kwargs:dict, seed:int|None=None):
     "In each process: load the pickled learner, `fit_mess` under DDP; rank 0 returns what the caller needs"
+    if seed is not None: set_seed(seed + rank_distrib(), reproducible=True)   # each process its own augmentations, repeatably
     learn = torch.load(learner_file, map_location='cpu', weights_only=False)
     with learn.distrib_ctx():
         learn.dls.to(default_device())   # this process's device (its own GPU under `--multi_gpu`)
@@ -148,6 +149,7 @@ def fit_mess_distrib(self:MESSLearner,
                      threads:int|None=None,        # Torch threads per process (see `distrib_launch`)
                      launch_args=(),               # More `accelerate launch` options
                      quiet:bool=False,             # Keep the processes' output back (see `distrib_launch`)
+                     seed:int|None=None,           # Seed of each launched process's generators (plus its rank), for repeatable runs; unused with nproc=1
                      **kwargs):                    # Passed to both `fit_one_cycle` calls, in every process
     "`fit_mess` on `nproc` DDP processes of this machine; the learner here ends trained, as after `fit_mess`"
     fit = dict(epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=grid, positions=positions, distill=distill, T=T,
@@ -157,7 +159,7 @@ def fit_mess_distrib(self:MESSLearner,
     with tempfile.TemporaryDirectory(prefix='mess_fast_fit_') as d:
         f = Path(d)/'learner.pt'
         torch.save(self, f)
-        r = distrib_launch('mess_fast.distributed:_fit_mess_worker', nproc, (str(f), fit), timeout=timeout, threads=threads,
+        r = distrib_launch('mess_fast.distributed:_fit_mess_worker', nproc, (str(f), fit, seed), timeout=timeout, threads=threads,
                            launch_args=launch_args, quiet=quiet)
     self.to_stage2(grid, positions, distill=distill, T=T)   # the same heads as in the processes, then their trained weights
     self.net.load_state_dict(r['state'])
