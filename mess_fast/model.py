@@ -20,6 +20,7 @@ with warnings.catch_warnings():   # fastai.layers calls the deprecated torch.jit
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     from fastai.layers import ResBlock, ConvLayer
 from fastcore.basics import store_attr, patch
+from fastai.torch_core import rank_distrib
 import pandas as pd
 
 # %% auto #0
@@ -620,8 +621,9 @@ def full_config(self:MESSNet)->dict:
     return {**self.config, 'block_types': list(self.config['block_types']), 'exits': list(self.heads)}
 
 @patch
-def save(self:MESSNet, path, overwrite:bool=False, meta:dict|None=None)->Path:
-    "Save weights, configuration and `meta` to `path` (refuses to overwrite an existing file unless `overwrite`)"
+def save(self:MESSNet, path, overwrite:bool=False, meta:dict|None=None)->Path|None:
+    "Save weights, configuration and `meta` to `path` (refuses to overwrite an existing file unless `overwrite`); in a distributed run only rank 0 writes (the others return None)"
+    if rank_distrib(): return None   # as fastai's `Learner.save`: the replicas are identical, one file is enough
     ck = {'format': CKPT_FORMAT, 'config': self.full_config(), 'meta': dict(meta or getattr(self, 'meta', None) or {}),
           'state_dict': self.state_dict()}
     return atomic_write(path, lambda p: torch.save(ck, p), overwrite)

@@ -6,11 +6,18 @@ Docs: https://mess-fast.github.io/mess_fast/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #673dec95
 from __future__ import annotations
-import random, warnings
+import random, time, warnings
+from contextlib import contextmanager
 
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 import torch, torch.nn as nn, torch.nn.functional as F
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel, DataParallel
+from .data import show_overlay, image_test_dl, input_meta   # mess_fast first: it imports fastai quietly
+from .model import (MESSNet, HeadConfig, FINAL, parse_exit_key, defaults, plain, class_argmax, confusion, miou,
+                             atomic_write)
+from . import convert  # noqa: F401  (registers the "tv:" and "smp:" models and adds `MESSNet.from_model`)
 from fastcore.basics import store_attr, listify, patch
 from fastcore.foundation import L
 from fastcore.meta import delegates
@@ -22,15 +29,13 @@ import fastai.callback.hook      # noqa: F401  (patches `Learner.summary`)
 from fastcore.basics import getcallable
 from fastai.imports import noop
 from fastai.optimizer import Adam
-from fastai.torch_core import TensorMask, nested_reorder, tensor
-from .data import show_overlay, image_test_dl, input_meta
-from .model import (MESSNet, HeadConfig, FINAL, parse_exit_key, defaults, plain, class_argmax, confusion, miou,
-                             atomic_write)
-from . import convert  # noqa: F401  (registers the 'tv:' and 'smp:' models and adds `MESSNet.from_model`)
+from fastai.torch_core import TensorMask, nested_reorder, tensor, find_bs, rank_distrib
+from fastai.distributed import DistributedDL, DistributedTrainer   # also gives `Learner.distrib_ctx` (accelerate is only needed to use it)
 
 # %% auto #0
-__all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitsMIoU', 'ExitSampler', 'FrozenEval',
-           'mess_splitter', 'MESSLearner', 'mess_learner', 'SaveBest', 'best_exits', 'plot_exits']
+__all__ = ['pfd_mask', 'pfd_kl', 'MultiExitLoss', 'exit_label', 'ExitMetric', 'ExitsMIoU', 'unwrap_model', 'ExitSampler',
+           'FrozenEval', 'mess_splitter', 'MESSLearner', 'mess_learner', 'SaveBest', 'best_exits', 'plot_exits',
+           'require_accelerate']
 
 # %% ../nbs/02_train.ipynb #49125660
 def _ignore(void): return -100 if void is None else void
@@ -117,13 +122,25 @@ def exit_label(net:MESSNet, key:str)->str:
     pos, cfg = parse_exit_key(key)
     return f"{net.candidates[pos].name}/{cfg.name}"
 
+def _n_real(learn)->int|None:
+    "Items of the current batch that are not the padding fastai's `DistributedDL` adds so that every rank gets as many (None: all)"
+    dl = getattr(learn, 'dl', None)
+    if not isinstance(dl, DistributedDL) or not hasattr(dl, 'n_padded'): return None
+    bs = find_bs(learn.yb)
+    start = dl.rank * dl.n_padded // dl.world_size + dl.i - bs   # where the batch starts in the padded order (`dl.i` counts it already)
+    return max(0, min(bs, dl.n - start))                          # positions from `dl.n` on are repeats
+
 def _batch_confusion(learn, key, void):
-    "Confusion matrix of exit `key` on the current batch, computed once however many metrics read it"
+    "Confusion matrix of exit `key` on the current batch (every exit's computed at once); under DDP, summed over the ranks"
     cache = getattr(learn, '_exit_cms', None)
     if cache is None or cache[0] is not learn.pred: cache = learn._exit_cms = (learn.pred, {})
     if (key, void) not in cache[1]:
-        o = plain(learn.pred[key]).detach()
-        cache[1][key, void] = confusion(class_argmax(o), plain(learn.y), o.shape[1], void).cpu()
+        keys, n = list(learn.pred), _n_real(learn)
+        y = plain(learn.y)[:n]
+        cms = torch.stack([confusion(class_argmax(plain(learn.pred[k]).detach()[:n]), y, plain(learn.pred[k]).shape[1], void)
+                           for k in keys])
+        if isinstance(getattr(learn, 'dl', None), DistributedDL) and dist.is_initialized(): dist.all_reduce(cms)   # once per batch on every rank
+        cache[1].update({(k, void): cm.cpu() for k, cm in zip(keys, cms)})
     return cache[1][key, void]
 
 class ExitMetric(Metric):
@@ -181,7 +198,14 @@ class ExitsMIoU(Metric):
     @property
     def name(self): return f"miou {self.how} exit"
 
-# %% ../nbs/02_train.ipynb #91c9903e
+# %% ../nbs/02_train.ipynb #e3f79b7b
+def unwrap_model(model:nn.Module)->nn.Module:
+    "The network inside a `DistributedDataParallel`/`DataParallel` wrapper (`learn.model` while fitting on several processes), else `model`"
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
+
+def _in_ddp(learn)->bool: return isinstance(getattr(learn, 'model', None), DistributedDataParallel)
+
+# %% ../nbs/02_train.ipynb #15254406
 class ExitSampler(Callback):
     "Stage 1: at every training batch, activate one randomly sampled exit ('sample') or all of them ('all')"
     order = -5
@@ -194,11 +218,14 @@ class ExitSampler(Callback):
         if mode not in ('sample', 'all'): raise ValueError(f"mode must be 'sample' or 'all', got {mode!r}")
         store_attr(); self.rng = random.Random(seed); self.counts = {}
 
-    def _keys(self): return list(self.keys) if self.keys is not None else list(self.learn.model.heads)
+    def _keys(self): return list(self.keys) if self.keys is not None else list(unwrap_model(self.learn.model).heads)
     def before_fit(self): self.counts, self.in_fit = {}, False   # also called by `get_preds`/`validate`
-    def before_train(self): self.in_fit = True                      # only `fit` has training phases
+    def before_train(self):                                         # only `fit` has training phases
+        self.in_fit = True
+        if _in_ddp(self.learn):   # every rank continues rank 0's random stream: the same exit on every rank
+            st = [self.rng.getstate()]; dist.broadcast_object_list(st, src=0); self.rng.setstate(st[0])
     def before_batch(self):
-        net = self.learn.model
+        net = unwrap_model(self.learn.model)
         if not self.training:
             net.active = list(self.valid_keys) if getattr(self, 'in_fit', False) else None
             return
@@ -209,21 +236,22 @@ class ExitSampler(Callback):
         net.active = [k]
     def after_backward(self):
         "Unsampled heads get no step: fastai zeroes grads instead of clearing them, and Adam/weight decay would move them"
-        net = self.learn.model
+        net = unwrap_model(self.learn.model)
         if net.active is None: return
         for k, h in net.heads.items():
             if k not in net.active:
                 for p in h.parameters(): p.grad = None
-    def after_fit(self): self.learn.model.active, self.in_fit = None, False
+    def after_fit(self): unwrap_model(self.learn.model).active, self.in_fit = None, False
 
 # %% ../nbs/02_train.ipynb #5c7d681b
 class FrozenEval(Callback):
     "Stage 2: keep the frozen backbone and final head in eval mode (BatchNorm statistics and dropout) while the heads train"
     order = 1  # after `TrainEvalCallback` switches the whole model to train mode
-    def before_train(self): self.learn.model.segments.eval(); self.learn.model.final_head.eval()
+    def before_train(self): net = unwrap_model(self.learn.model); net.segments.eval(); net.final_head.eval()
 
 def mess_splitter(net:MESSNet)->list:
     "Parameter groups: [backbone + final head, exit heads]"
+    net = unwrap_model(net)
     return [list(net.segments.parameters()) + list(net.final_head.parameters()), list(net.heads.parameters())]
 
 # %% ../nbs/02_train.ipynb #812ec6b1
@@ -235,10 +263,12 @@ class MESSLearner(Learner):
 
     @property
     def void(self): return getattr(self.loss_func, 'void', None)
+    @property
+    def net(self)->MESSNet: return unwrap_model(self.model)   # the `MESSNet`, also while DDP wraps it
 
     def exit_metrics(self, keys=None, kinds=('miou',))->list:
         "`ExitMetric`s of `keys` (default: every attached exit and the final)"
-        net = self.model
+        net = self.net
         keys = net.exit_keys if keys is None else keys
         return [ExitMetric(k, kind, self.void, exit_label(net, k)) for k in keys for kind in kinds]
 
@@ -288,10 +318,14 @@ class SaveBest(TrackerCallback):
     def before_fit(self): self.best_state = None; super().before_fit()
     def after_epoch(self):
         super().after_epoch()
-        if self.new_best: self.best_state, self.best_epoch = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}, self.epoch
+        if _in_ddp(self.learn):   # rank 0 decides, so that every rank keeps (and restores) the same epoch
+            d = [(self.new_best, self.best)]; dist.broadcast_object_list(d, src=0); self.new_best, self.best = d[0]
+        if self.new_best:
+            self.best_state = {k: v.detach().clone() for k, v in unwrap_model(self.learn.model).state_dict().items()}
+            self.best_epoch = self.epoch
     def after_fit(self):
         if self.best_state is None: warnings.warn(f"no epoch improved {self.monitor!r}: kept the weights of the last epoch"); return
-        self.learn.model.load_state_dict(self.best_state); self.best_state = None
+        unwrap_model(self.learn.model).load_state_dict(self.best_state); self.best_state = None
 
 def _save_cb(learn, monitor, comp=None):
     names = [getattr(m, 'name', None) for m in listify(learn.metrics)]
@@ -328,7 +362,7 @@ def to_stage2(self:MESSLearner,
               metrics:str|list='auto',  # 'auto': keep the current metrics of surviving exits, add each head's mIoU (or, beyond 16 heads, their mean and best); a list replaces them
              ):
     "Switch to stage 2: drop the stage-1 heads, attach `grid` at `positions`, freeze backbone and final head"
-    net = self.model
+    net = self.net
     pos = positions if positions is not None else _default_positions(net)
     cfgs = [HeadConfig.from_name(c) if isinstance(c, str) else c for c in grid]   # validate before changing anything
     if len(set(cfgs)) != len(cfgs): raise ValueError(f"duplicate head configs in grid {list(grid)}")
@@ -381,9 +415,10 @@ def fit_mess(self:MESSLearner,
              **kwargs):                  # Passed to both `fit_one_cycle` calls
     "Both MESS stages: exit-aware stage 1, then every head of `grid` at `positions` on the frozen backbone"
     _check_lr(lr1); _check_lr(lr2)
-    self.fit_stage1(epochs1, lr1, save_best=save_best, **kwargs)
-    self.to_stage2(grid, positions, distill=distill, T=T)
+    t0 = time.perf_counter(); self.fit_stage1(epochs1, lr1, save_best=save_best, **kwargs)
+    t1 = time.perf_counter(); self.to_stage2(grid, positions, distill=distill, T=T)
     self.fit_stage2(epochs2, lr2, save_best=save_best, **kwargs)
+    self.stage_seconds = dict(stage1=t1 - t0, stage2=time.perf_counter() - t1)
     return self
 
 # %% ../nbs/02_train.ipynb #ac359faf
@@ -393,7 +428,7 @@ def exit_table(self:MESSLearner,
                size=None,          # Input (H, W) for the FLOPs (default: that of a validation batch)
               )->pd.DataFrame:
     "mIoU, pixel accuracy and cumulative GFLOPs of every attached exit and the final one, in depth order"
-    net, dl = self.model, dl or self.dls.valid
+    net, dl = self.net, dl or self.dls.valid
     keys = net.exit_keys
     mets = self.exit_metrics(keys, ('miou', 'acc'))
     old_m, old_a = self.metrics, net.active
@@ -451,7 +486,7 @@ def show_results(self:MESSLearner,
                  figsize=None):
     "Rows of images: the label, then the prediction of each exit in `exits`"
     dl = dl or self.dls[ds_idx]
-    net = self.model; exits = exits or _pick_exits(net.exit_keys)
+    net = self.net; exits = exits or _pick_exits(net.exit_keys)
     xb, yb = dl.one_batch()
     net.eval()
     with torch.no_grad(): out = {k: net.forward_exit(plain(xb), k) for k in exits}
@@ -517,7 +552,7 @@ def predict(self:MESSLearner,
             exit_key:str=FINAL,    # Exit whose prediction is returned
            ):
     "fastai's `predict` for one exit: (decoded mask, label map, class probabilities) of one image"
-    net = self.model
+    net = self.net
     net.exit_pos(exit_key)   # a clear error for an exit that is not attached
     inp = image_test_dl(self.dls, [item], rm_type_tfms=rm_type_tfms).one_batch()[0]
     net.eval()
@@ -532,7 +567,58 @@ def export(self:MESSLearner,
            fname='export.pkl',     # File name, relative to `learn.path` (as in fastai)
            overwrite:bool=False,   # Replace an existing file
            **kwargs):              # Passed to fastai's `Learner.export`
-    "fastai's `export`, refusing to replace an existing file unless `overwrite` (the rule for everything mess_fast saves)"
+    "fastai's `export`, refusing to replace an existing file unless `overwrite` (the rule for everything mess_fast saves); only rank 0 writes"
+    if rank_distrib(): return None   # as fastai's: in a distributed run the other ranks write nothing
     dest = self.path/fname
     atomic_write(dest, lambda tmp: Learner.export(self, tmp, **kwargs), overwrite)
     return dest
+
+# %% ../nbs/02_train.ipynb #beb21b54
+def require_accelerate():
+    "Import `accelerate` (what fastai's distributed training runs on), or raise an `ImportError` that names the extra to install"
+    try: import accelerate
+    except ImportError as e: raise ImportError("distributed training needs accelerate>=1.0: pip install 'mess_fast[distributed]'") from e
+    if int(accelerate.__version__.split('.')[0]) < 1:
+        raise ImportError(f"distributed training needs accelerate>=1.0, found {accelerate.__version__}: pip install -U 'mess_fast[distributed]'")
+    return accelerate
+
+def _leaves_unused(learn)->bool:
+    "Does a training step of this fit leave some head out of the graph? (stage-1 sampling, or sampling from some heads only)"
+    s = [c for c in learn.cbs if isinstance(c, ExitSampler)]
+    return learn.stage == 1 and bool(s) and (s[0].mode == 'sample' or (s[0].keys is not None and set(s[0].keys) != set(learn.net.heads)))
+
+class _FindUnused(Callback):
+    "Set DDP's `find_unused_parameters` at the start of each fit, before `DistributedTrainer` wraps the model"
+    order = DistributedTrainer.order - 1
+    def __init__(self, handler): self.handler = handler   # the `DistributedDataParallelKwargs` the `Accelerator` holds
+    def before_fit(self): self.handler.find_unused_parameters = _leaves_unused(self.learn)
+
+def _broadcast_on_pg_device(self, t, rank):
+    "`DistributedDL._broadcast` on the process group's device (fastai's always uses CUDA, which gloo cannot)"
+    t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.broadcast(t, rank)
+    return t.cpu().tolist()
+
+@patch
+@contextmanager
+def distrib_ctx(self:MESSLearner,
+                sync_bn:bool=False,      # Convert BatchNorm to `SyncBatchNorm` (CUDA only; the layers stay converted afterwards)
+                in_notebook:bool=False,  # As in fastai: training launched from a notebook
+                cpu:bool|None=None,      # CPU processes (gloo backend); None: when no GPU is available
+                find_unused_parameters:bool|None=None, # DDP option; None: on for fits that leave heads unused (stage-1 sampling)
+                **kwargs):               # Passed to accelerate's `Accelerator` (e.g. `kwargs_handlers`)
+    "fastai's `distrib_ctx` with the settings MESS needs; outside a multi-process launch nothing changes"
+    acc = require_accelerate()
+    hs = listify(kwargs.pop('kwargs_handlers', None))
+    ddp_kw = [h for h in hs if isinstance(h, acc.DistributedDataParallelKwargs)]
+    auto = not ddp_kw and find_unused_parameters is None     # the caller's own DDP settings are left alone
+    if not ddp_kw: hs.append(acc.DistributedDataParallelKwargs(find_unused_parameters=bool(find_unused_parameters)))
+    if cpu is None: cpu = not torch.cuda.is_available()
+    cb = None
+    try:
+        with Learner.distrib_ctx(self, sync_bn=sync_bn, in_notebook=in_notebook, cpu=cpu, kwargs_handlers=hs, **kwargs):
+            if dist.is_initialized() and dist.get_backend() != 'nccl': DistributedDL._broadcast = _broadcast_on_pg_device
+            if auto and self.cbs.filter(lambda c: isinstance(c, DistributedTrainer)): self.add_cb(cb := _FindUnused(hs[-1]))
+            yield self
+    finally:
+        if cb is not None: self.remove_cb(cb)
