@@ -17,7 +17,9 @@ from .imaging import prepare_image, save_mask
 from .data import (mess_dls, resolve_data_path, check_dataset, DataError, split_pairs, labelled_dl, palette_for,
                             DEFAULT_SIZE, DEFAULT_BS)
 from .model import MESSNet, HeadConfig, defaults, TV_ARCHS
-from .train import mess_learner, plot_exits
+from .convert import check_model_name, TV_SEG_ARCHS
+from .train import mess_learner, plot_exits, require_accelerate
+import mess_fast.distributed   # noqa: F401  (adds `MESSLearner.fit_mess_distrib`)
 from .predict import EarlyExitPredictor
 from .profile import profile_net
 from .search import build_cache, search, check_picks
@@ -85,6 +87,7 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
               max_items:int|None=None,    # Cap on the frames per split
               search_after:bool=True,     # Run `search_job` on the validation split afterwards
               seed:int=0,                 # Random seed
+              nproc:int=1,                # Training processes on this machine (DDP through accelerate; `bs` is per process)
               log=print,                  # Where progress messages go
              )->Path:
     "Train a MESS network in two stages, write it with its per-exit table and figures, then search its deployment"
@@ -97,14 +100,22 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     _check(distill >= 0, f"--distill: expected a weight >= 0, got {distill}")
     _check(max_items is None or max_items >= 2, f"--max-items: expected at least 2 frames per split, got {max_items}")
     _check(output_stride in (None, 8, 16, 32), f"--output-stride: expected 8, 16 or 32, got {output_stride}")
-    _check(arch in TV_ARCHS or arch.startswith('timm:'), f"--arch: unknown backbone {arch!r}; expected one of {', '.join(TV_ARCHS)} or timm:<name>")
+    if arch in TV_SEG_ARCHS: arch = f'tv:{arch}'       # a torchvision segmentation model by its own name
+    if ':' in arch and not arch.startswith('timm:'):
+        try: check_model_name(arch)
+        except ValueError as e: raise CliError(f"--arch: {e}") from None
+        _check(output_stride is None, f"--output-stride: {arch} keeps its model's own output stride; leave the option out")
+    else: _check(arch in TV_ARCHS or arch.startswith('timm:'), f"--arch: unknown backbone {arch!r}; expected one of {', '.join(TV_ARCHS)}, "
+                 f"timm:<name>, a torchvision segmentation model (tv:<name>, <name> one of {', '.join(TV_SEG_ARCHS)}) or smp:<Architecture>:<encoder>")
+    _check(isinstance(nproc, int) and nproc >= 1, f"--nproc: expected an integer >= 1, got {nproc}")
+    if nproc > 1: require_accelerate()
     _check(pos is None or len(set(pos)) == len(pos), f"--positions: duplicate entries in {pos}")
     path = resolve_data_path(data)
     rep = check_dataset(path, decode_images=False)          # fast: image headers and every mask
     if not rep.ok: raise DataError(str(rep))
     set_seed(seed, reproducible=True)
     dls = mess_dls(path, size=hw, bs=bs, max_items=max_items, seed=seed)
-    _check(len(dls.train_ds) >= bs, f"--bs: {bs} is more than the {len(dls.train_ds)} training frames")
+    _check(len(dls.train_ds) // nproc >= bs, f"--bs: {bs} images per process x {nproc} process(es) is more than the {len(dls.train_ds)} training frames")
     learn = mess_learner(dls, arch=arch, pretrained=pretrained, output_stride=output_stride, stage1=stage1, seed=seed)
     n_cand = len(learn.model.candidates)
     _check(pos is None or all(0 <= p < n_cand for p in pos), f"--positions: {arch} has candidate exits 0..{n_cand - 1}, got {pos}")
@@ -113,9 +124,8 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     if outp != Path(out).expanduser().resolve(): log(f"{out} exists and is not empty: writing to {outp.name}")
     log(f"data: {'embedded CamVid subset' if data is None and 'MESS_FAST_DATA' not in os.environ else path.name} "
         f"({len(dls.train_ds)} train / {len(dls.valid_ds)} valid frames, {dls.c} classes), output: {outp.name}")
-    t0 = time.perf_counter(); learn.fit_stage1(epochs1, lr1, save_best=True)
-    t1 = time.perf_counter(); learn.to_stage2(heads, pos, distill=distill); learn.fit_stage2(epochs2, lr2, save_best=True)
-    t2 = time.perf_counter()
+    learn.fit_mess_distrib(nproc, epochs1, epochs2, lr1, lr2, grid=heads, positions=pos, distill=distill, save_best=True, seed=seed)
+    secs = learn.stage_seconds
     tab = learn.exit_table()
     with pd.option_context('display.width', 160, 'display.max_rows', 200):
         log("\nPer-exit validation table (mIoU and pixel accuracy; GFLOPs up to and including the exit):")
@@ -128,9 +138,9 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     import matplotlib.pyplot as plt; plt.close('all')
     res = dict(args=dict(data=data, arch=arch, pretrained=pretrained, output_stride=learn.model.config['output_stride'], size=list(hw),
                          bs=bs, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, stage1=stage1, grid=heads, positions=pos,
-                         distill=distill, max_items=max_items, seed=seed),
+                         distill=distill, max_items=max_items, seed=seed, nproc=nproc),
                versions=dict(mess_fast=mess_fast.__version__, torch=torch.__version__, python=platform.python_version()),
-               seconds=dict(stage1=t1 - t0, stage2=t2 - t1), exits=json.loads(tab.reset_index().to_json(orient='records')))
+               seconds=dict(stage1=secs['stage1'], stage2=secs['stage2']), exits=json.loads(tab.reset_index().to_json(orient='records')))
     (outp/'run.json').write_text(json.dumps(res, indent=1))
     if search_after: search_job(outp, log=log)
     log(f"\nWrote {', '.join(sorted(p.name for p in outp.iterdir()))} to {outp.name}/")
@@ -238,7 +248,7 @@ _f = lambda v: ','.join(map(str, v))
 @call_parse
 def train(data:str=None,          # Dataset folder (SegNet, fastai or images/masks layout); default: $MESS_FAST_DATA, else the embedded CamVid subset
           out:str='mess_run',      # Output folder (a numbered sibling is used if it exists and is not empty)
-          arch:str='resnet18',     # Backbone: resnet18/34/50/101, mobilenet_v2, mobilenet_v3_large, or timm:<name>
+          arch:str='resnet18',     # Backbone (resnet18/34/50/101, mobilenet_v2, mobilenet_v3_large, timm:<name>) or a segmentation model to convert (tv:lraspp_mobilenet_v3_large, smp:Unet:resnet18, ...)
           pretrained:bool=False,   # Start from ImageNet weights (downloads them the first time)
           output_stride:int=None,  # Output stride of ResNet/timm backbones: 8 (the paper's), 16 or 32; default 16 (MobileNets: native)
           size:str=_f(DEFAULT_SIZE), # Training input size 'H,W'
@@ -254,11 +264,12 @@ def train(data:str=None,          # Dataset folder (SegNet, fastai or images/mas
           max_items:int=None,      # Cap on the frames per split (quick trials)
           no_search:bool=False,    # Skip the deployment search after training
           seed:int=0,              # Random seed
+          nproc:int=1,             # Training processes on this machine (DDP through accelerate; CPU: gloo); --bs is per process
          ):
     "Train a MESS network in two stages, then search its deployment on this device"
     matplotlib.use('Agg')
     return train_job(data, out, arch, pretrained, output_stride, size, bs, epochs1, epochs2, lr1, lr2, stage1, grid,
-                     positions, distill, max_items, not no_search, seed)
+                     positions, distill, max_items, not no_search, seed, nproc)
 
 @call_parse
 def search_cmd(run:str,              # Output folder of `mess_fast train`
