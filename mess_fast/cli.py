@@ -179,11 +179,15 @@ def search_job(run,                         # A `mess_fast train` output folder 
                    max_items=args.get('max_items'), seed=args.get('seed', 0), augment=False)
     calib, evalp = split_pairs(dls.source.valid, 'halves')
     _check(len(calib) >= 1 and len(evalp) >= 1, f"the validation split has {len(dls.source.valid)} frame(s); the search needs at least 2 (half to choose, half to measure)")
-    outp = fresh_dir(run/'search')
+    outp = fresh_dir(run/'search', create=False)
     log(f"\nDeployment search: choose on {len(calib)} validation frames, measure on the other {len(evalp)}; output: {run.name}/{outp.name}/")
-    prof = profile_net(net, tuple(args['size']), reps=reps, progress=False); prof.save(outp/'profile.json')
-    cache = build_cache(net, labelled_dl(dls, calib), th_pix=thp, progress=False); cache.save(outp/'cache.pt')
-    res = search(cache, prof, max_exits=max_exits, th_img=thi, progress=False); res.save(outp/'search.json')
+    prof = profile_net(net, tuple(args['size']), reps=reps, progress=False)
+    cache = build_cache(net, labelled_dl(dls, calib), th_pix=thp, progress=False)
+    res = search(cache, prof, max_exits=max_exits, th_img=thi, progress=False)
+    if budget_ms is not None or max_drop is not None: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)   # before writing anything
+    else: cfg = res.targets(cost).loc[TARGETS[target], 'config']
+    outp.mkdir(parents=True)
+    prof.save(outp/'profile.json'); cache.save(outp/'cache.pt'); res.save(outp/'search.json')
     log(f"{res.n_configs:,} configurations searched in {res.seconds:.1f} s; Pareto front ({cost}, calibration half):")
     col = 'latency_ms' if cost == 'latency' else 'gflops'
     with pd.option_context('display.width', 200, 'display.max_colwidth', 90):
@@ -196,8 +200,6 @@ def search_job(run,                         # A `mess_fast train` output folder 
         log(chk[['config', 'calib_drop_pp', 'pred_speedup', 'eval_drop_pp', 'eval_latency_ms', 'eval_speedup']].round(3).to_string())
     ax = res.plot(cost); ax.figure.savefig(outp/'pareto.png', dpi=120, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
-    if budget_ms is not None or max_drop is not None: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)
-    else: cfg = res.targets(cost).loc[TARGETS[target], 'config']
     res.deploy(cfg, net, path=outp/'deployed.pth')
     log(f"Deployed {cfg.name} to {run.name}/{outp.name}/deployed.pth")
     return outp

@@ -80,8 +80,8 @@ def camvid_path(download:bool=False, # Download fastai's CamVid if no local copy
         p = Path(env).expanduser()
         if not _is_dataset(p): raise FileNotFoundError(f"{p}: no CamVid here (env MESS_FAST_CAMVID); expected a SegNet- or fastai-layout folder")
         return p
-    here = Path.cwd()
-    for d in [here, *here.parents][:5]:
+    here, pkg = Path.cwd(), mini_camvid_path().parents[1].resolve()   # the working directory, and the package (in a checkout: inside it)
+    for d in [here, *here.parents][:5] + [pkg, *pkg.parents][:4]:
         if _is_dataset(d/'shared'/'data'/'camvid'): return d/'shared'/'data'/'camvid'
     from fastai.data.external import URLs, untar_data
     local = URLs.path(URLs.CAMVID, c_key='data')

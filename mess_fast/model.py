@@ -381,10 +381,14 @@ class MESSNet(nn.Module):
             final_head = final_head or defaults.final_head
             if final_head not in ('deeplab', 'fcn'): raise ValueError(f"final_head must be 'deeplab' or 'fcn', got {final_head!r}")
             if model_kwargs: raise ValueError(f"model_kwargs are for a family's model ('tv:...', 'smp:...'), not {arch!r}")
-            if output_stride is None: output_stride = default_output_stride(arch)
+            asked, output_stride = output_stride, output_stride or default_output_stride(arch)
+            try: body = body_of(arch, pretrained, output_stride)
+            except ValueError as e:   # a timm model that cannot dilate: the default falls back to its native stride
+                if asked is not None or 'does not support output_stride' not in str(e): raise
+                output_stride, body = None, body_of(arch, pretrained, None)
             self.config = dict(arch=arch, n_classes=n_classes, output_stride=output_stride, final_head=final_head,
                                block_types=tuple(block_types))
-            segs = split_segments(body_of(arch, pretrained, output_stride), block_types)
+            segs = split_segments(body, block_types)
             cands = find_candidates(segs); ch = cands[-1].channels
             parts = NetParts(segs, DeepLabHead(ch, n_classes) if final_head == 'deeplab' else FCNHead(ch, n_classes), None, final_head)
         else:

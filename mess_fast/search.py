@@ -131,6 +131,8 @@ def load(cls:ExitCache, path)->ExitCache:
     except Exception as e: raise ValueError(f"{path} is not a readable exit cache: {e}") from None
     if not isinstance(d, dict) or d.get('format') != CACHE_FORMAT:
         raise ValueError(f"{path} is not an exit cache (expected format {CACHE_FORMAT!r}, made by ExitCache.save)")
+    if (miss := [k for k in ('keys', 'pos', 'th_pix', 'counts', 'totals', 'cms', 'void', 'policy', 'items', 'meta') if k not in d]):
+        raise ValueError(f"{path} is not a complete exit cache: it lacks {miss}")
     return cls(d['keys'], d['pos'], d['th_pix'], d['counts'].numpy(), d['totals'].numpy(), d['cms'].numpy().astype(np.int64), d['void'],
                d['policy'], d['items'], json.loads(d['meta']))
 
@@ -560,10 +562,14 @@ def load(cls:SearchResult, path, cache:ExitCache)->SearchResult:
     except FileNotFoundError: raise FileNotFoundError(f"No search result at {path}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not a JSON search result: {e}") from None
     if not isinstance(d, dict) or d.get('format') != RESULT_FORMAT: raise ValueError(f"{path} is not a mess_fast search result")
+    if (miss := [k for k in ('items', 'costs', 'fronts', 'settings', 'n_configs', 'seconds') if k not in d]):
+        raise ValueError(f"{path} is not a complete mess_fast search result: it lacks {miss}")
     if d['items'] != cache.items: raise ValueError(f"{path} was made on other images than this cache's")
-    costs = [ExitCosts(**c) for c in d['costs'].values()]
-    return cls(cache, costs, {k: [ExitConfig.from_dict(c) for c in v] for k, v in d['fronts'].items()}, d['settings'],
-               d['n_configs'], d['seconds'])
+    try:
+        costs = [ExitCosts(**c) for c in d['costs'].values()]
+        fronts = {k: [ExitConfig.from_dict(c) for c in v] for k, v in d['fronts'].items()}
+    except (TypeError, ValueError, AttributeError) as e: raise ValueError(f"{path} is not a valid mess_fast search result: {e}") from None
+    return cls(cache, costs, fronts, d['settings'], d['n_configs'], d['seconds'])
 
 # %% ../nbs/05_search.ipynb #0ab6ecfd
 def measure(predictors:dict,      # name -> `EarlyExitPredictor`

@@ -7,10 +7,10 @@ so the subset covers every sequence. Images are downscaled with a box filter (an
 from 360x480) and saved as JPEG; masks are downscaled with NEAREST (labels are never blended) and saved
 as 8-bit PNG with the SegNet label values unchanged (0..10 classes, 11 Void).
 
-    python scripts/make_mini_camvid.py                       # from $MESS_FAST_CAMVID or /work/shared/data/camvid
+    python scripts/make_mini_camvid.py                       # from the full CamVid (mess_fast.data.camvid_path())
     python scripts/make_mini_camvid.py --src path/to/camvid --force
 """
-import os, shutil
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -82,7 +82,7 @@ def _seq_counts(stems):
     return ', '.join(f'{k}: {v}' for k, v in sorted(c.items()))
 
 @call_parse
-def main(src:str=None, # SegNet-layout CamVid folder (default: $MESS_FAST_CAMVID or /work/shared/data/camvid)
+def main(src:str=None, # SegNet-layout CamVid folder (default: mess_fast.data.camvid_path(): $MESS_FAST_CAMVID or shared/data/camvid beside the checkout)
          dest:str='mess_fast/data/camvid_mini', # Output folder
          n_train:int=80, # Frames taken from train/
          n_val:int=24, # Frames taken from val/
@@ -92,7 +92,10 @@ def main(src:str=None, # SegNet-layout CamVid folder (default: $MESS_FAST_CAMVID
          force:bool=False, # Replace `dest` if it exists
         ):
     "Write the embedded mini CamVid set to `dest` (refuses to overwrite unless --force)."
-    src = Path(src or os.environ.get('MESS_FAST_CAMVID') or '/work/shared/data/camvid')
+    if src is None:
+        from mess_fast.data import camvid_path
+        src = camvid_path()
+    src = Path(src)
     dest = Path(dest)
     for d in [*SPLITS, *SPLITS.values()]:
         if not (src/d).is_dir(): raise SystemExit(f"{src/d}: missing; expected a SegNet-layout CamVid (train/ trainannot/ val/ valannot/)")

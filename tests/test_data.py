@@ -6,10 +6,15 @@ import numpy as np, pytest, torch
 from PIL import Image
 from mess_fast.data import *
 from mess_fast.data import DataError
+from mess_fast.imaging import IMAGENET_MEAN, IMAGENET_STD
 
-CAMVID = Path(os.environ.get('MESS_FAST_CAMVID', '/work/shared/data/camvid'))
-needs_camvid = pytest.mark.skipif(not (CAMVID/'train').is_dir(),
-                                  reason=f"shared CamVid not found at {CAMVID} (set MESS_FAST_CAMVID to a SegNet-layout copy)")
+@pytest.fixture(scope='module')
+def camvid():
+    "The full CamVid (`camvid_path()`: $MESS_FAST_CAMVID, else shared/data/camvid beside the checkout), or skip"
+    try: p = camvid_path()
+    except FileNotFoundError as e: pytest.skip(f"full CamVid not found: {e}")
+    if detect_layout(p) != 'segnet': pytest.skip(f"{p} is not in SegNet layout (train/ trainannot/ val/ valannot/)")
+    return p
 
 # ---------------------------------------------------------------- helpers that write real files
 def save_img(fn, h=12, w=16, mode='RGB', value=None):
@@ -49,22 +54,29 @@ def all_items(dls):
         for i in range(len(ds)): ds[i]
 
 # ---------------------------------------------------------------- real CamVid
-@needs_camvid
-def test_shared_camvid_counts_and_codes():
-    assert detect_layout(CAMVID) == 'segnet'
-    src = seg_source(CAMVID)
+def test_shared_camvid_counts_and_codes(camvid):
+    assert detect_layout(camvid) == 'segnet'
+    src = seg_source(camvid)
     assert (len(src.train), len(src.valid)) == (367, 101)
     assert (src.codes, src.void_code) == (CAMVID_CODES, CAMVID_VOID) and len(CAMVID_CODES) == 12 and CAMVID_VOID == 11
-    dls = mess_dls(CAMVID, size=(90, 120), bs=2, max_items=4)
+    dls = mess_dls(camvid, size=(90, 120), bs=2, max_items=4)
     x, y = dls.one_batch()
     assert x.shape == (2, 3, 90, 120) and y.shape == (2, 90, 120) and y.max() <= 11
     assert (dls.vocab, dls.c, dls.void_code) == (CAMVID_CODES, 12, 11)
 
-@needs_camvid
-def test_shared_camvid_is_clean():
-    rep = check_dataset(CAMVID, decode_images=False)
+def test_shared_camvid_is_clean(camvid):
+    rep = check_dataset(camvid, decode_images=False)
     assert rep.ok and rep.n_pairs == 468, str(rep)
-    assert len(mess_dls(CAMVID).train_ds) == 367
+    assert len(mess_dls(camvid).train_ds) == 367
+
+def test_shared_camvid_sequences(camvid):
+    src = seg_source(camvid)
+    assert src.sequences() == {'0001TP': 62, '0006R0': 101, '0016E5': 305} and src.sequences('valid') == {'0016E5': 101}
+    held = src.by_sequence('0006R0')
+    assert {sequence_of(p[0]) for p in held.valid} == {'0006R0'} and '0006R0' not in held.sequences('train')
+    assert len(held.train) + len(held.valid) == 468
+    a, b = split_pairs(held.valid, 'halves')
+    assert len(a) + len(b) == len(held.valid) and not set(a) & set(b) and max(a) < min(b)
 
 # ---------------------------------------------------------------- embedded set and resolution order
 def test_embedded_set(monkeypatch):
@@ -269,3 +281,105 @@ def test_plots_and_frequency():
     assert list(freq.index) == CAMVID_CODES and abs(freq.sum() - 1) < 1e-9
     assert len(plot_class_frequency(freq, dls.void_code).patches) == 12
     plt.close('all')
+
+# ---------------------------------------------------------------- camvid_path, sequences and splits
+def test_camvid_path_resolution(tmp_path, monkeypatch):
+    ds = segnet_ds(tmp_path/'cv', n_train=2, n_val=1)
+    monkeypatch.setenv('MESS_FAST_CAMVID', str(ds))
+    assert camvid_path() == ds
+    monkeypatch.setenv('MESS_FAST_CAMVID', str(tmp_path/'nowhere'))
+    with pytest.raises(FileNotFoundError, match=r'nowhere: no CamVid here \(env MESS_FAST_CAMVID\)'): camvid_path()
+    monkeypatch.delenv('MESS_FAST_CAMVID')
+    work = tmp_path/'a'/'checkout'; work.mkdir(parents=True)
+    segnet_ds(tmp_path/'a'/'shared'/'data'/'camvid', n_train=2, n_val=1)
+    monkeypatch.chdir(work)                                   # shared/data/camvid beside the checkout
+    assert camvid_path() == tmp_path/'a'/'shared'/'data'/'camvid'
+
+def test_sequences_and_splits():
+    src = seg_source()
+    assert sequence_of('x/0016E5_07959.png') == '0016E5' and sequence_of(Path('Seq05VD_f00.png')) == 'Seq05VD'
+    seqs = src.sequences()
+    assert sum(seqs.values()) == 104 and set(seqs) == {'0001TP', '0006R0', '0016E5'} and list(seqs) == sorted(seqs)
+    assert sum(src.sequences('valid').values()) == 24 and sum(src.sequences('train').values()) == 80
+    by = src.by_sequence('0006R0')
+    assert set(by.sequences('valid')) == {'0006R0'} and '0006R0' not in by.sequences('train')
+    assert sorted(by.train + by.valid) == sorted(src.train + src.valid)
+    only = src.by_sequence(['0006R0'], train=['0001TP'])
+    assert set(only.sequences('train')) == {'0001TP'}
+    with pytest.raises(DataError, match=r"no frames of sequence\(s\) \['XYZ'\]"): src.by_sequence('XYZ')
+    with pytest.raises(ValueError, match='in both splits'): src.by_sequence('0006R0', train=['0006R0'])
+    for how in ('halves', 'alternate'):
+        a, b = split_pairs(src.valid, how)
+        assert sorted(a + b) == sorted(src.valid) and not set(a) & set(b)
+        assert {sequence_of(p[0]) for p in a} == {sequence_of(p[0]) for p in b} == set(src.sequences('valid'))
+    a, b = split_pairs(src.valid, 'halves')
+    for q in src.sequences('valid'):                            # first half of every sequence, then the second
+        fa, fb = [p for p in a if sequence_of(p[0]) == q], [p for p in b if sequence_of(p[0]) == q]
+        assert max(fa) < min(fb) and 0 <= len(fa) - len(fb) <= 1
+    with pytest.raises(ValueError, match='how must be'): split_pairs(src.valid, 'random')
+
+def test_dls_size_and_input_meta():
+    dls = mess_dls(size=(48, 64), bs=2, max_items=4)
+    assert dls.size == (48, 64) and mess_dls(size=40, bs=2, max_items=4).size == (40, 40)
+    m = input_meta(dls)
+    assert m == dict(size=[48, 64], mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), codes=CAMVID_CODES, void=11)
+    import json; assert json.loads(json.dumps(m)) == m
+
+def test_validation_batches_are_not_augmented():
+    aug = mess_dls(size=(48, 64), bs=4, max_items=8, augment=True, seed=1)
+    plain_ = mess_dls(size=(48, 64), bs=4, max_items=8, augment=False, seed=1)
+    (xa, ya), (xp, yp) = aug.valid.one_batch(), plain_.valid.one_batch()
+    assert torch.equal(xa, xp) and torch.equal(ya, yp)
+    xt, _ = aug.train.new(shuffle=False).one_batch()
+    xt0, _ = plain_.train.new(shuffle=False).one_batch()
+    assert not torch.equal(xt, xt0)                             # the training set still is
+
+def test_labelled_dl_and_image_test_dl(tmp_path):
+    dls = mess_dls(size=(48, 64), bs=2, max_items=6)
+    pairs = dls.source.valid[:3]
+    dl = labelled_dl(dls, pairs)
+    assert dl.bs == 1 and dl.void_code == 11 and dl.vocab == CAMVID_CODES
+    xs, ys = zip(*[(x, y) for x, y in dl])
+    vx, vy = dls.valid.one_batch()                                # the validation transforms, in order
+    assert torch.equal(torch.cat(xs)[:2], vx[:2]) and torch.equal(torch.cat(ys)[:2], vy[:2])
+    assert len(xs) == 3 and torch.cat(ys).shape == (3, 48, 64)
+    b, = list(labelled_dl(dls, pairs, bs=3))
+    assert torch.equal(b[0], torch.cat(xs))
+    with pytest.raises(ValueError, match='No'): labelled_dl(dls, [])
+    with pytest.raises(TypeError, match='Expected'): labelled_dl(dls, [pairs[0][0]])
+    with pytest.raises(FileNotFoundError, match='gone.png'): labelled_dl(dls, [(tmp_path/'gone.png', pairs[0][1])])
+    # image_test_dl: file paths or PIL images, the same preparation as validation
+    x1, = image_test_dl(dls, [p[0] for p in pairs[:2]]).one_batch()
+    assert torch.equal(x1, vx[:2])
+    x2, = image_test_dl(dls, Image.open(pairs[0][0])).one_batch()
+    assert torch.equal(x2[0], vx[0])
+    with pytest.raises(FileNotFoundError, match='gone.png'): image_test_dl(dls, [tmp_path/'gone.png'])
+    with pytest.raises(TypeError, match='Expected image file paths or PIL images'): image_test_dl(dls, [3])
+    with pytest.raises(ValueError, match='No images'): image_test_dl(dls, [])
+
+def test_prepare_image_matches_validation_transforms():
+    "The numpy/PIL preparation of a deployed network equals fastai's validation pipeline (crop-resize, normalise)"
+    from mess_fast.imaging import prepare_image
+    for size in [(48, 64), (64, 48), (90, 120), (37, 53)]:
+        dls = mess_dls(size=size, bs=2, max_items=2)
+        x, _ = dls.valid.one_batch()
+        for i, (img, _) in enumerate(dls.source.valid[:2]):
+            a = torch.from_numpy(prepare_image(img, size))
+            assert a.shape == (3, *size)
+            torch.testing.assert_close(a, x[i], atol=1e-5, rtol=0)
+
+def test_jpeg_masks_refused(tmp_path):
+    root = segnet_ds(tmp_path/'ds')
+    m = root/'trainannot'/'f1.png'
+    Image.open(m).save(root/'trainannot'/'f1.jpg', quality=95); m.unlink()
+    rep = check_dataset(root)
+    assert any(p.file == str(root/'trainannot'/'f1.jpg') and 'lossy JPEG mask' in p.problem for p in rep), str(rep)
+    with pytest.raises(DataError, match=r'f1.jpg: lossy JPEG mask; expected a PNG'): mess_dls(root)
+
+def test_camvid_path_beside_the_checkout_from_any_directory(tmp_path, monkeypatch):
+    import mess_fast
+    shared = Path(mess_fast.__file__).resolve().parents[1].parent/'shared'/'data'/'camvid'
+    if not ((shared/'train').is_dir() or (shared/'labels').is_dir()): pytest.skip(f"no CamVid at {shared} beside this checkout")
+    monkeypatch.delenv('MESS_FAST_CAMVID', raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert camvid_path() == shared

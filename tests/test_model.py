@@ -1,6 +1,6 @@
-"Model invariants that are too broad for the notebook: every backbone x every head, odd sizes, save/load, timm, offline."
-import socket, time
-import pytest, torch
+"Model invariants that are too broad for the notebook: every backbone x every head, odd sizes, the per-exit API, save/load, timm, offline."
+import dataclasses, socket, time
+import numpy as np, pytest, torch
 from mess_fast.model import *
 
 SIZES = [(180, 240), (97, 131)]
@@ -68,15 +68,17 @@ def test_load_rejects_foreign_files(tmp_path):
     with pytest.raises(ValueError, match='sd.pth is not a MESSNet checkpoint'): MESSNet.load(tmp_path/'sd.pth')
 
 def test_cost_table_adds_up():
-    "Stage FLOPs plus the final head equal the plain network's, for a ResNet and a MobileNet."
+    "Segment FLOPs plus the final head equal the plain network's, for a ResNet and a MobileNet."
     from torchvision.models.segmentation.deeplabv3 import DeepLabHead
     for arch, kw in [('resnet50', dict(output_stride=8)), ('mobilenet_v3_large', {})]:
         net = MESSNet(arch, n_classes=12, exits=['3:fcn-b0'], **kw)
         ct = net.cost_table((97, 131))
         body = body_of(arch, output_stride=kw.get('output_stride')).eval()
         head = DeepLabHead(net.candidates[-1].channels, 12).eval()
-        plain = count_flops(lambda x: head(body(x)), torch.zeros(1, 3, 97, 131))
-        assert round(ct[ct.kind != 'head'].gflops.sum() * 1e9) == plain
+        whole = count_flops(lambda x: head(body(x)), torch.zeros(1, 3, 97, 131))
+        assert set(ct.kind) == {'segment', 'head', 'final'}
+        assert list(ct.key[ct.kind == 'segment']) == [f'segment{i}' for i in range(len(net.segments))]
+        assert round(ct[ct.kind != 'head'].gflops.sum() * 1e9) == whole
         assert ct.set_index('key').loc['3:fcn-b0', 'cum_gflops'] == pytest.approx(ct.cum_gflops[3] + ct.set_index('key').loc['3:fcn-b0', 'gflops'])
 
 def test_head_names_round_trip_and_reject():
@@ -103,3 +105,145 @@ def test_pretrained_offline_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match=r"Could not get pretrained weights for 'resnet18'.*pretrained=False"):
         MESSNet('resnet18', pretrained=True)
     assert time.time() - t < 30
+
+# ---------------------------------------------------------------- the per-exit API
+@pytest.fixture(scope='module')
+def net5():
+    torch.manual_seed(3)
+    net = MESSNet('resnet18', n_classes=5, output_stride=16, exits=['1:fcn-b0', '4:aspp-crm-b0', '4:fcn-crm-b1-rdi', '6:fcn-b1'])
+    with torch.no_grad(): net.train(); net(torch.randn(2, 3, 64, 64))   # non-default BN statistics
+    return net.eval()
+
+X = torch.randn(2, 3, 97, 131, generator=torch.Generator().manual_seed(4))
+
+def test_exit_pos_stride_and_segments(net5):
+    n = len(net5.segments)
+    assert n == len(net5.candidates) == 8
+    assert [net5.exit_pos(k) for k in net5.exit_keys] == [1, 4, 4, 6, n - 1]
+    assert [net5.exit_stride(k) for k in net5.exit_keys] == [net5.candidates[p].stride for p in (1, 4, 4, 6, n - 1)] == [4, 16, 16, 16, 16]
+    with pytest.raises(KeyError, match="'3:fcn-b0'"): net5.exit_pos('3:fcn-b0')
+    with torch.no_grad():
+        feats = net5.features(X)
+        assert len(feats) == n
+        for p in range(n):   # end is inclusive; start continues from the previous segment's output
+            assert torch.equal(net5.run_segments(X, 0, p), feats[p])
+            if p + 1 < n: assert torch.equal(net5.run_segments(feats[p], p + 1), feats[-1])
+        assert torch.equal(net5.run_segments(X), feats[-1])
+        assert torch.equal(net5.run_segments(feats[2], 3, 3), feats[3])
+
+def test_exit_logits_native_and_forward_exit_bitwise(net5):
+    with torch.no_grad():
+        out, feats = net5(X), net5.features(X)
+        assert list(out) == net5.exit_keys
+        for k in net5.exit_keys:
+            f = feats[net5.exit_pos(k)]
+            nat = net5.exit_logits(k, f)
+            assert nat.shape == (2, 5, *f.shape[-2:])                           # native: the features' resolution
+            assert torch.equal(upsample(nat, X.shape[-2:]), out[k])
+            assert torch.equal(net5.forward_exit(X, k), out[k])                 # budgeted mode = the exit of a full pass
+
+def test_forward_exit_runs_nothing_beyond_the_exit(net5):
+    ran = []
+    hs = [s.register_forward_hook(lambda m, i, o, j=j: ran.append(j)) for j, s in enumerate(net5.segments)]
+    hs += [h.classifier.register_forward_hook(lambda m, i, o, k=k: ran.append(k)) for k, h in net5.heads.items()]
+    try:
+        with torch.no_grad(): net5.forward_exit(X, '4:aspp-crm-b0')
+    finally:
+        for h in hs: h.remove()
+    assert ran == [0, 1, 2, 3, 4, '4:aspp-crm-b0']
+
+def test_truncate_shares_weights_and_matches(net5):
+    with torch.no_grad():
+        for k in net5.exit_keys:
+            t = net5.truncate(k).eval()
+            p = net5.exit_pos(k)
+            assert isinstance(t, SingleExitNet) and len(t.segments) == p + 1 and t.key == k
+            assert all(a is b for a, b in zip(t.segments, net5.segments))
+            assert torch.equal(t(X), net5.forward_exit(X, k))
+            nat = net5.truncate(k, native=True)(X)
+            assert torch.equal(nat, net5.exit_logits(k, net5.run_segments(X, 0, p)))
+        assert n_params(net5.truncate(FINAL)) == n_params(net5.segments) + n_params(net5.final_head)
+
+def test_pruned_is_a_copy_with_only_the_kept_heads(net5):
+    keys = list(net5.heads)
+    small = net5.pruned(['4:aspp-crm-b0', FINAL])
+    assert list(small.heads) == ['4:aspp-crm-b0'] and list(net5.heads) == keys and net5.active is None
+    assert net5.pruned('6:fcn-b1').exit_keys == ['6:fcn-b1', FINAL]
+    assert net5.pruned([]).exit_keys == [FINAL]
+    small.eval()
+    with torch.no_grad():
+        for k in small.exit_keys: assert torch.equal(small.forward_exit(X, k), net5.forward_exit(X, k))
+        next(small.parameters()).add_(1.)                                   # a deep copy: the original is untouched
+        assert not torch.equal(next(small.parameters()), next(net5.parameters()))
+    with pytest.raises(KeyError, match="'2:fcn-b0'"): net5.pruned(['2:fcn-b0'])
+
+def test_plain_upsample_argmax():
+    from fastai.torch_core import TensorBase
+    t = TensorBase(torch.arange(6.).reshape(2, 3))
+    p = plain(t)
+    assert type(p) is torch.Tensor and p.data_ptr() == t.data_ptr()
+    assert plain(5) == 5 and plain(None) is None
+    x = torch.randn(2, 3, 5, 7)
+    assert upsample(x, (11, 13)).shape == (2, 3, 11, 13)
+    assert torch.equal(upsample(x, torch.Size([5, 7])), x)                  # same size: unchanged
+    g = torch.Generator().manual_seed(0)
+    lg = torch.randint(0, 3, (4, 6, 9, 10), generator=g).float()            # many ties
+    assert torch.equal(class_argmax(lg), lg.argmax(1))
+    lg = torch.randn(2, 12, 33, 17, generator=g)
+    assert torch.equal(class_argmax(lg), lg.argmax(1)) and class_argmax(lg).dtype == torch.long
+
+def test_confusion_and_miou_vs_bruteforce():
+    g = torch.Generator().manual_seed(1)
+    n, void = 6, 5
+    pred, targ = torch.randint(0, n, (3, 8, 9), generator=g), torch.randint(0, n + 2, (3, 8, 9), generator=g)  # labels >= n are ignored
+    cm = confusion(pred, targ, n, void)
+    want = np.zeros((n, n), np.int64)
+    for p, t in zip(pred.flatten().tolist(), targ.flatten().tolist()):
+        if t < n and t != void: want[t, p] += 1
+    assert cm.dtype == torch.int64 and (cm.numpy() == want).all()
+    assert confusion(pred, targ, n).sum() == (targ < n).sum()
+    ious = [want[c, c] / (want[c].sum() + want[:, c].sum() - want[c, c]) for c in range(n) if c != void and want[c].sum() + want[:, c].sum() > 0]
+    assert miou(cm, void) == pytest.approx(np.mean(ious), abs=1e-15)
+    assert np.isnan(miou(torch.zeros(3, 3, dtype=torch.long)))
+    assert miou(torch.tensor([[2, 0], [0, 0]])) == 1.0                      # a class absent from truth and prediction is left out
+    assert miou(torch.tensor([[2, 1], [0, 0]])) == pytest.approx((2 / 3 + 0) / 2)
+
+def test_defaults():
+    assert isinstance(defaults, MESSDefaults)
+    with pytest.raises(dataclasses.FrozenInstanceError): defaults.th_pix = 0.5
+    assert default_output_stride('resnet50') == default_output_stride('timm:convnext_atto') == defaults.output_stride == 16
+    assert default_output_stride('mobilenet_v2') is None and default_output_stride('mobilenet_v3_large') is None
+    assert MESSNet('resnet18').config['output_stride'] == defaults.output_stride
+    assert MESSNet('mobilenet_v2').config['final_head'] == defaults.final_head
+    assert HeadConfig.from_name(defaults.stage1_head) and all(HeadConfig.from_name(h) for h in defaults.grid)
+    assert list(defaults.th_img_grid) == [round(0.05 * i, 2) for i in range(21)]
+
+@pytest.mark.parametrize('bad', [0, 1, -3, 2.0, '12'])
+def test_bad_n_classes(bad):
+    with pytest.raises(ValueError, match='n_classes must be an int >= 2'): MESSNet('resnet18', n_classes=bad)
+
+def test_check_new_file_and_atomic_write(tmp_path):
+    p = check_new_file(tmp_path/'a'/'b'/'f.txt')
+    assert p.parent.is_dir() and not p.exists()
+    p.write_text('old')
+    with pytest.raises(FileExistsError, match='f.txt exists'): check_new_file(p)
+    assert check_new_file(p, overwrite=True) == p
+    with pytest.raises(IsADirectoryError): check_new_file(tmp_path/'a')
+    def broken(tmp):
+        tmp.write_text('half a fi'); raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt): atomic_write(p, broken, overwrite=True)
+    assert p.read_text() == 'old' and sorted(f.name for f in p.parent.iterdir()) == ['f.txt']   # no .partial left behind
+    with pytest.raises(FileExistsError): atomic_write(p, lambda tmp: tmp.write_text('new'))
+    assert atomic_write(p, lambda tmp: tmp.write_text('new'), overwrite=True) == p and p.read_text() == 'new'
+
+def test_save_meta_round_trip(tmp_path, net5):
+    net = net5.pruned(['1:fcn-b0'])
+    net.meta = dict(input=dict(size=[64, 96]), note='x')
+    p = net.save(tmp_path/'m.pth')
+    net2 = MESSNet.load(p)
+    assert net2.meta == net.meta and net2.exit_keys == net.exit_keys
+    q = net.save(tmp_path/'m2.pth', meta=dict(other=1))             # explicit meta replaces the network's
+    assert MESSNet.load(q).meta == dict(other=1)
+    p2 = MESSNet('resnet18', n_classes=3, output_stride=32).save(tmp_path/'plain.pth')
+    assert MESSNet.load(p2).meta == {}
+    with pytest.raises(IsADirectoryError): MESSNet.load(tmp_path)

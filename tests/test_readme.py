@@ -25,9 +25,11 @@ def test_readme_python_runs(tmp_path, monkeypatch):
     "The README's Python examples run as written, only made tiny (fewer frames, smaller images, one epoch per stage)"
     import matplotlib; matplotlib.use('Agg')
     code = '\n'.join(re.findall(r'```python\n(.*?)\n```', (ROOT/'README.md').read_text(), flags=re.S))
-    for old, new in [('mess_dls(size=(120, 160))', 'mess_dls(size=(48, 64), max_items=8, num_workers=0)'),
-                     ('fit_mess(epochs1=20, epochs2=5)', 'fit_mess(epochs1=1, epochs2=1)')]:
+    for old, new in [('mess_dls(size=(120, 160))', 'mess_dls(size=(48, 64), max_items=8)'),
+                     ('fit_mess(epochs1=20, epochs2=5)', "fit_mess(epochs1=1, epochs2=1, grid=('fcn-b0', 'aspp-crm-b0'))"),
+                     ('profile_net(net, (120, 160))', 'profile_net(net, (48, 64), reps=2, warmup=1)')]:
         assert old in code, f'README no longer contains {old!r}: update this test'
         code = code.replace(old, new)
-    monkeypatch.chdir(tmp_path)   # fit_mess saves its best epochs under ./models
+    monkeypatch.chdir(tmp_path)
     exec(compile(code, 'README.md', 'exec'), {})
+    assert list(tmp_path.iterdir()) == []          # nothing written to the working directory (best epochs are kept in memory)

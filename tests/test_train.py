@@ -1,9 +1,10 @@
 "Training invariants: PFD, loss equivalences, per-exit mIoU against torchmetrics, exit sampling, stage-2 freezing, export."
 from collections import Counter
 import numpy as np, pytest, torch, torch.nn.functional as F
+from fastai.callback.core import Callback
 from fastai.learner import load_learner
-from mess_fast.data import mess_dls
-from mess_fast.model import FINAL
+from mess_fast.data import mess_dls, image_test_dl, input_meta
+from mess_fast.model import FINAL, MESSNet
 from mess_fast.train import *
 
 VOID = 11
@@ -85,8 +86,9 @@ def test_metric_name_and_missing_exit():
     with pytest.raises(ValueError, match='kind'): ExitMetric(kind='f1')
 
 def _count_heads(net):
+    "Count the calls of every exit head (its classifier runs once per computation of the exit)"
     calls = Counter()
-    hs = [h.register_forward_hook(lambda m, i, o, k=k: calls.update([k])) for k, h in net.heads.items()]
+    hs = [h.classifier.register_forward_hook(lambda m, i, o, k=k: calls.update([k])) for k, h in net.heads.items()]
     return calls, hs
 
 @pytest.mark.parametrize('mode', ['sample', 'all'])
@@ -155,7 +157,8 @@ def test_loss_goes_down_on_a_fixed_batch(dls):
 def test_export_round_trip(dls, tmp_path):
     learn = mess_learner(dls, seed=0, positions=[2, 5])
     learn.fit_stage1(1, 1e-3)
-    learn.export(tmp_path/'l.pkl')
+    dest = learn.export(tmp_path/'l.pkl')
+    assert dest == tmp_path/'l.pkl'
     learn2 = load_learner(tmp_path/'l.pkl')
     assert isinstance(learn2, MESSLearner) and learn2.model.exit_keys == learn.model.exit_keys
     x, y = dls.one_batch()
@@ -170,11 +173,29 @@ def test_mobilenet_learner_default_stride(dls):
     assert learn.model.config['output_stride'] is None and learn.model.exit_keys == ['3:fcn-b0', '9:fcn-b0', FINAL]
     assert mess_learner(dls).model.config['output_stride'] == 16
 
-def test_save_best_without_metrics_or_epochs(dls, tmp_path):
-    learn = mess_learner(dls, positions=[2], metrics=[], path=tmp_path)
-    learn.fit_stage1(1, 1e-3, save_best=True)          # no 'miou final' metric: monitors valid_loss
-    assert (tmp_path/'models'/'mess_stage1.pth').exists()
+class _EpochStates(Callback):
+    "Record the weights after every epoch (before SaveBest restores anything)"
+    order = SaveBest.order - 1
+    def before_fit(self): self.states = []
+    def after_epoch(self): self.states.append({k: v.detach().clone() for k, v in self.learn.model.state_dict().items()})
+
+def test_save_best_without_metrics_or_epochs(dls, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    learn = mess_learner(dls, positions=[2], metrics=[], path=tmp_path/'learn')
+    rec = _EpochStates()
+    learn.fit_stage1(3, 3e-2, save_best=True, cbs=rec)      # no 'miou final' metric: monitors valid_loss
+    losses = [float(v[1]) for v in learn.recorder.values]    # train_loss, valid_loss
+    best = int(np.argmin(losses))
+    sd = learn.model.state_dict()
+    assert len(rec.states) == 3 and all(torch.equal(sd[k], rec.states[best][k]) for k in sd), (losses, best)   # the best epoch's weights, restored
+    assert list(tmp_path.iterdir()) == []                   # kept in memory: no ./models, nothing under learn.path
     with pytest.warns(UserWarning, match='no epoch improved'): learn.fit_stage1(0, 1e-3, save_best=True)
+    learn.to_stage2(['fcn-b0'], positions=[3])
+    learn.fit_stage2(2, 1e-2, save_best=True, cbs=rec)
+    losses = [float(v[1]) for v in learn.recorder.values]
+    sd = learn.model.state_dict()
+    assert all(torch.equal(sd[k], rec.states[int(np.argmin(losses))][k]) for k in sd)
+    assert list(tmp_path.iterdir()) == []
 
 def test_to_stage2_validates_before_changing_anything(dls):
     learn = mess_learner(dls, positions=[1, 2])
@@ -224,7 +245,7 @@ def test_learner_predict_and_losses(dls):
     learn = mess_learner(dls, seed=0, positions=[2, 5])
     img = dls.valid_ds.items[0][0]
     dec, lab, probs = learn.predict(img)
-    dec2, lab2, probs2 = learn.predict(Image.open(img), exit='2:fcn-b0')
+    dec2, lab2, probs2 = learn.predict(Image.open(img), exit_key='2:fcn-b0')
     assert lab.shape == lab2.shape == (48, 64) and probs.shape == (len(dls.vocab), 48, 64)
     assert dec.shape == (48, 64)
     with pytest.raises(FileNotFoundError, match='nope.png'): learn.predict('nope.png')
@@ -242,18 +263,51 @@ def test_learner_predict_and_losses(dls):
     _, t_sh = learn.get_preds(dl=dls.valid.new(shuffle=True))
     _, t_rev = learn.get_preds(dl=dls.valid.new(get_idxs=lambda: list(range(len(dls.valid_ds)))[::-1]))
     assert torch.equal(t_sh, targs) and torch.equal(t_rev, targs)
-    # predict computes only the exit asked for (and the final one)
-    calls = Counter()
-    hs = [h.register_forward_hook(lambda m, i, o, k=k: calls.update([k])) for k, h in learn.model.heads.items()]
-    try: learn.predict(img, exit='5:fcn-b0')
+    # predict computes only the exit asked for: no other head, not the final one, no segment beyond it
+    calls, hs = _count_heads(learn.model)
+    hs.append(learn.model.final_head.register_forward_hook(lambda m, i, o: calls.update([FINAL])))
+    hs += [s.register_forward_hook(lambda m, i, o, j=j: calls.update([j])) for j, s in enumerate(learn.model.segments)]
+    try: _, lab5, probs5 = learn.predict(img, exit_key='5:fcn-b0')
     finally:
         for h in hs: h.remove()
-    assert calls == Counter({'5:fcn-b0': 1}) and learn.model.active is None
+    assert calls == Counter({'5:fcn-b0': 1, **{j: 1 for j in range(6)}}) and learn.model.active is None
+    x1 = image_test_dl(dls, [img]).one_batch()[0]
+    with torch.no_grad(): want = learn.model.forward_exit(x1, '5:fcn-b0')[0]
+    assert torch.equal(lab5, want.argmax(0)) and torch.allclose(probs5, want.softmax(0))
+    with pytest.raises(KeyError, match="'3:fcn-b0'"): learn.predict(img, exit_key='3:fcn-b0')
 
-def test_loss_pickled_before_reduction_existed():
-    "Learners exported before `MultiExitLoss.reduction` existed still compute their loss"
-    out, y = rand_out()
-    lf = MultiExitLoss(VOID); want = lf(out, y)
-    del lf.__dict__['_reduction']
-    torch.testing.assert_close(lf(out, y), want)
-    assert lf.reduction == 'mean' and 'mean' in repr(lf)
+def test_loss_reduction_validated():
+    out, y = rand_out(2)
+    lf = MultiExitLoss(VOID)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none'"): lf.reduction = 'sum'
+    with pytest.raises(ValueError, match="reduction"): MultiExitLoss(VOID, reduction='sum')
+    per = MultiExitLoss(VOID, reduction='none')(out, y)
+    assert per.shape == (3,)
+    n = (y != VOID).flatten(1).sum(1)
+    want = sum(F.cross_entropy(o, y, ignore_index=VOID, reduction='none').flatten(1).sum(1) / n for o in out.values())
+    torch.testing.assert_close(per, want)
+
+def test_learner_records_input_meta(dls):
+    learn = mess_learner(dls, positions=[2])
+    assert learn.model.meta == dict(input=input_meta(dls))
+    m = input_meta(dls)
+    assert m['size'] == [48, 64] and m['codes'] == list(dls.vocab) and m['void'] == VOID and len(m['mean']) == len(m['std']) == 3
+
+@pytest.mark.parametrize('lr', [0, -1e-3, float('nan'), float('inf'), 10., 'x', [1e-3, -1e-3]])
+def test_bad_learning_rates(dls, lr):
+    learn = mess_learner(dls, positions=[2])
+    sd = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(ValueError, match='learning rate must be a positive number'): learn.fit_stage1(1, lr)
+    with pytest.raises(ValueError, match='learning rate'): learn.fit_mess(1, 1, lr1=1e-3, lr2=lr)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in sd.items())   # rejected before any training
+    learn.to_stage2(['fcn-b0'], positions=[2])
+    with pytest.raises(ValueError, match='learning rate'): learn.fit_stage2(1, lr)
+
+def test_get_preds_without_early_exits(dls):
+    learn = mess_learner(dls, positions=[])
+    assert learn.model.exit_keys == [FINAL]
+    preds, targs = learn.get_preds()
+    assert list(preds) == [FINAL] and preds[FINAL].shape == (len(dls.valid_ds), 12, 48, 64) and targs.shape == (len(dls.valid_ds), 48, 64)
+    torch.testing.assert_close(preds[FINAL].sum(1), torch.ones(len(dls.valid_ds), 48, 64))   # probabilities
+    _, _, dec = learn.get_preds(with_decoded=True)
+    assert torch.equal(dec[FINAL], preds[FINAL].argmax(1))

@@ -3,7 +3,7 @@
 Part of the normal pytest run (under 30 s): builds the wheel from a copy of the source tree (without build isolation
 when setuptools is installed, so no network), installs it with --target into a temporary folder and imports it from there in a subprocess.
 """
-import importlib.util, json, os, shutil, subprocess, sys, zipfile
+import configparser, importlib.util, json, os, shutil, subprocess, sys, zipfile
 from pathlib import Path
 
 import pytest
@@ -66,3 +66,39 @@ print(json.dumps(dict(file=mess_fast.__file__, path=str(resolve_data_path()), mi
     assert Path(res['path']) == Path(res['mini']) and Path(res['path']).resolve().is_relative_to(site.resolve())
     assert res['n'] == [80, 24] and res['c'] == 12 and res['void'] == 11
     assert res['x'] == [4, 3, 120, 160] and res['y'] == [4, 120, 160] and res['ok']
+
+def test_entry_point_and_imaging_without_torch(wheel, tmp_path):
+    "The wheel declares the `mess_fast` console script, and `mess_fast.imaging` works where torch and fastai are not installed"
+    z = zipfile.ZipFile(wheel)
+    ep, = [n for n in z.namelist() if n.endswith('.dist-info/entry_points.txt')]
+    cp = configparser.ConfigParser(); cp.read_string(z.read(ep).decode())
+    assert cp['console_scripts']['mess_fast'].strip() == 'mess_fast.cli:main'
+    site = tmp_path/'site'
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(site), str(wheel)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code = """
+import sys
+for m in ('torch', 'torchvision', 'fastai', 'fastcore', 'timm'): sys.modules[m] = None   # any import of them fails
+import json, numpy as np
+from PIL import Image
+import mess_fast.imaging as im
+a = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
+Image.fromarray(a).save('img.png')
+x = im.prepare_image('img.png', (48, 64))
+im.save_mask(np.arange(48 * 64).reshape(48, 64) % 5, 'm.png', palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], size=(90, 140))
+m = Image.open('m.png')
+print(json.dumps(dict(file=im.__file__, shape=list(x.shape), dtype=str(x.dtype), mask=[m.mode, *m.size],
+                      loaded=sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'fastai') and sys.modules[k] is not None))))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ('MESS_FAST_DATA', 'PYTHONPATH')}
+    env['PYTHONPATH'] = str(site)
+    r = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(res['file']).resolve().is_relative_to(site.resolve())
+    assert res['shape'] == [3, 48, 64] and res['dtype'] == 'float32' and res['mask'] == ['P', 140, 90] and res['loaded'] == []
+    # and from the source tree, as the brief for deployment states it: torch and fastai unavailable
+    r = subprocess.run([sys.executable, '-c', "import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None; import mess_fast.imaging"],
+                       cwd=ROOT, env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -1,0 +1,179 @@
+"""`mess_fast train`, `search` and `predict` end to end on one tiny run: the files each writes, the pick each option deploys,
+masks at the images' own sizes, one-line errors for bad input, and nothing ever overwritten."""
+import shutil
+from pathlib import Path
+
+import numpy as np, pandas as pd, pytest, torch
+from PIL import Image
+from cli_helpers import cli, console, one_line_error
+from mess_fast.data import mini_camvid_path, CAMVID_CODES, CAMVID_PALETTE
+from mess_fast.imaging import prepare_image
+from mess_fast.model import MESSNet, FINAL
+from mess_fast.predict import EarlyExitPredictor
+from mess_fast.search import ExitCache, SearchResult, ExitConfig
+
+TRAIN = ['--size', '64,96', '--max-items', '8', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2,5']
+SEARCH_FILES = ['cache.pt', 'deployed.pth', 'pareto.png', 'picks.csv', 'profile.json', 'search.json']
+QUICK = ['--rounds', '1', '--th-pix', '0.5,0.9', '--th-img', '0,0.5,0.9,1']    # a smaller search: these tests are about the options
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "One tiny run of the real console script (train, then its search), shared by the tests of this module"
+    d = tmp_path_factory.mktemp('cli')
+    r = console('train', *TRAIN, '--out', 'run', cwd=d)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert 'Traceback' not in r.stderr and 'Deployed' in r.stdout
+    return d/'run'
+
+def fresh_copy(run, dest):
+    "The trained network and its description, in a new run folder (so each test sees its own search-N numbering)"
+    dest.mkdir(parents=True)
+    for f in ('run.json', 'model.pth'): shutil.copy(run/f, dest/f)
+    shutil.copytree(run/'search', dest/'search')
+    return dest
+
+def deployed_config(path):
+    "The configuration a deployed checkpoint runs, as an ExitConfig"
+    p = EarlyExitPredictor.load(path)
+    if p.budget is not None: return ExitConfig(budget=p.budget)
+    ks = p.exits[:-1]
+    return ExitConfig(ks, [p.policy.thresholds(k)[0] for k in ks], [p.policy.thresholds(k)[1] for k in ks])
+
+def result_of(folder):
+    cache = ExitCache.load(folder/'cache.pt')
+    return SearchResult.load(folder/'search.json', cache), cache
+
+# ---------------------------------------------------------------- train (+ its search)
+def test_train_writes_the_run(run):
+    assert sorted(p.name for p in run.iterdir()) == ['exits.csv', 'exits.png', 'learner.pkl', 'model.pth', 'results.png', 'run.json', 'search']
+    assert sorted(p.name for p in (run/'search').iterdir()) == SEARCH_FILES
+    import json
+    args = json.loads((run/'run.json').read_text())['args']
+    assert args['size'] == [64, 96] and args['max_items'] == 8 and args['grid'] == ['fcn-b0'] and args['positions'] == [2, 5]
+    net = MESSNet.load(run/'model.pth')
+    assert net.exit_keys == ['2:fcn-b0', '5:fcn-b0', FINAL] and net.config['output_stride'] == 16
+    assert net.meta['input']['size'] == [64, 96] and net.meta['input']['codes'] == CAMVID_CODES and net.meta['input']['void'] == 11
+    assert list(pd.read_csv(run/'exits.csv').key) == net.exit_keys
+    res, cache = result_of(run/'search')
+    assert cache.keys == net.exit_keys and cache.n_images == 4                # the first half of the 8 validation frames
+    assert deployed_config(run/'search'/'deployed.pth') == res.targets('latency').loc['lowest cost at <= 0.1 pp drop', 'config']
+    picks = pd.read_csv(run/'search'/'picks.csv')
+    assert len(picks) == 4 and picks.target.iloc[0] == 'final (single-exit network)'
+
+# ---------------------------------------------------------------- search
+def test_search_again_writes_search_2(run, tmp_path):
+    r = fresh_copy(run, tmp_path/'run')
+    before = {p.name: p.read_bytes() for p in (r/'search').iterdir()}
+    rc, out, err = cli('search', r, '--rounds', '1')
+    assert rc == 0, err[-3000:]
+    assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
+    assert sorted(p.name for p in (r/'search-2').iterdir()) == SEARCH_FILES
+    assert {p.name: p.read_bytes() for p in (r/'search').iterdir()} == before      # the first search is untouched
+    res, _ = result_of(r/'search-2')
+    assert deployed_config(r/'search-2'/'deployed.pth') == res.targets('latency').loc['lowest cost at <= 0.1 pp drop', 'config']
+    assert 'search-2/deployed.pth' in out
+
+def test_search_options_choose_the_deployed_pick(run, tmp_path):
+    r = fresh_copy(run, tmp_path/'run')
+    cases = [(['--target', '1pp'], lambda res: res.targets('latency').loc['lowest cost at <= 1 pp drop', 'config']),
+             (['--max-drop', '2'], lambda res: res.pick('latency', max_drop_pp=2)),
+             (['--budget-ms', '1000'], lambda res: res.pick('latency', budget=1000)),
+             (['--cost', 'flops', '--target', 'best'], lambda res: res.targets('flops').loc['best mIoU at <= 1x cost', 'config'])]
+    for i, (opts, want) in enumerate(cases, start=2):
+        rc, out, err = cli('search', r, *QUICK, *opts)
+        assert rc == 0, (opts, err[-3000:])
+        res, cache = result_of(r/f'search-{i}')
+        assert cache.th_pix == [0.5, 0.9] and res.settings['th_img'] == [0., 0.5, 0.9, 1.]
+        assert deployed_config(r/f'search-{i}'/'deployed.pth') == want(res), opts
+
+def test_search_impossible_budget(run, tmp_path):
+    r = fresh_copy(run, tmp_path/'run')
+    rc, out, err = cli('search', r, *QUICK, '--budget-ms', '0.0001')
+    line = one_line_error(rc, err, 'No configuration meets cost <= 0.0001 ms', 'the cheapest configuration: ')
+    res, _ = result_of(r/'search-2')                             # the search itself is kept: the closest configuration is named
+    assert res.front('latency').name.iloc[0] in line
+    assert not (r/'search-2'/'deployed.pth').exists()
+
+def test_search_bad_runs(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*cli('search', tmp_path/'missing')[::2], 'missing', 'no such run folder')
+    (tmp_path/'empty').mkdir()
+    one_line_error(*cli('search', tmp_path/'empty')[::2], 'no run.json')
+    r = fresh_copy(run, tmp_path/'noheads')                      # a network without exit heads, as a run folder
+    (r/'model.pth').unlink(); shutil.rmtree(r/'search')
+    MESSNet.load(run/'model.pth').pruned([]).save(r/'model.pth')
+    one_line_error(*cli('search', r)[::2], 'no exit heads')
+    r = fresh_copy(run, tmp_path/'badopts')
+    for opts, words in [(['--target', '5pp'], ['--target', '5pp']), (['--budget-ms', '-3'], ['--budget-ms']),
+                        (['--max-drop', '-1'], ['--max-drop']), (['--cost', 'energy'], ['--cost']), (['--th-img', '0.5,2'], ['--th-img'])]:
+        one_line_error(*cli('search', r, *opts)[::2], *words)
+    assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search']   # no search-2 for any of them
+    (r/'run.json').write_text('{"not": "a run"}')
+    one_line_error(*cli('search', r)[::2], 'run.json', 'not a run description')
+
+# ---------------------------------------------------------------- predict
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    "Two image files of odd sizes (PNG, JPEG) and a folder of two more (and a text file it must skip)"
+    d = tmp_path_factory.mktemp('imgs')
+    frames = sorted((mini_camvid_path()/'val').iterdir())
+    im = lambda i: Image.open(frames[i]).convert('RGB')
+    im(0).resize((131, 97)).save(d/'img1.png')
+    im(1).crop((10, 5, 210, 155)).save(d/'img2.jpg', quality=90)
+    (d/'more').mkdir()
+    im(2).save(d/'more'/'a.png'); im(3).resize((96, 64)).save(d/'more'/'b.png')
+    (d/'more'/'notes.txt').write_text('not an image')
+    return d
+
+def check_masks(out, deployed, files):
+    pred = EarlyExitPredictor.load(deployed)
+    inp = pred.net.meta['input']
+    df = pd.read_csv(out/'predictions.csv')
+    assert list(df.columns) == ['image', 'mask', 'exit', 'confidence', 'latency_ms']
+    assert list(df.image) == [f.name for f in files] and sorted(p.name for p in out.iterdir()) == sorted([f'{f.stem}.png' for f in files] + ['predictions.csv'])
+    for f, row in zip(files, df.itertuples()):
+        m = Image.open(out/row.mask)
+        with Image.open(f) as img: assert m.size == img.size, f          # the image's own size
+        assert m.mode == 'P' and np.array_equal(np.array(m.getpalette()[:36]).reshape(12, 3), CAMVID_PALETTE)
+        r = pred.predict_batch(torch.from_numpy(prepare_image(f, inp['size'], inp['mean'], inp['std'])))
+        want = Image.fromarray(r['masks'][0].numpy().astype(np.uint8)).resize(m.size, Image.NEAREST)
+        assert np.array_equal(np.asarray(m), np.asarray(want)), f          # the network's mask, resized without blending labels
+        assert row.exit == r['exits'][0] and row.latency_ms > 0
+        c = float(r['conf'][0])
+        assert (np.isnan(row.confidence) and np.isnan(c)) or row.confidence == pytest.approx(c)
+    return df
+
+def test_predict_writes_masks_at_the_images_sizes(run, images, tmp_path):
+    files = [images/'img1.png', images/'img2.jpg', images/'more'/'a.png', images/'more'/'b.png']
+    rc, out, err = cli('predict', run/'search'/'deployed.pth', images/'img1.png', images/'img2.jpg', images/'more', '--out', tmp_path/'pred')
+    assert rc == 0, err[-3000:]
+    check_masks(tmp_path/'pred', run/'search'/'deployed.pth', files)
+    # an early-exit deployment (not budgeted): the policy decides, and its confidence is reported
+    res, cache = result_of(run/'search')
+    cfg = ExitConfig(('2:fcn-b0', '5:fcn-b0'), (0.5, 0.5), (0.0, 0.0))
+    res.deploy(cfg, MESSNet.load(run/'model.pth'), path=tmp_path/'early.pth')
+    rc, out, err = cli('predict', tmp_path/'early.pth', images/'more', images/'img1.png', '--out', tmp_path/'pred_early')
+    assert rc == 0, err[-3000:]
+    df = check_masks(tmp_path/'pred_early', tmp_path/'early.pth', [images/'more'/'a.png', images/'more'/'b.png', images/'img1.png'])
+    assert (df.exit == '2:fcn-b0').all() and df.confidence.between(0, 1).all()
+
+def test_predict_errors(run, images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dep = run/'search'/'deployed.pth'
+    one_line_error(*cli('predict', dep, images/'more'/'notes.txt', images/'img1.png', '--out', 'o1')[::2], 'notes.txt', 'cannot read image')
+    one_line_error(*cli('predict', run/'model.pth', images/'img1.png', '--out', 'o2')[::2], 'no deployed predictor')
+    one_line_error(*cli('predict', tmp_path/'nope.pth', images/'img1.png', '--out', 'o3')[::2], 'nope.pth')
+    one_line_error(*cli('predict', dep, images/'gone.png', '--out', 'o4')[::2], 'gone.png')
+    (tmp_path/'noimg').mkdir(); (tmp_path/'noimg'/'x.txt').write_text('x')
+    one_line_error(*cli('predict', dep, tmp_path/'noimg', '--out', 'o5')[::2], 'no image files')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['noimg']       # no output folder for any of them
+
+def test_predict_never_overwrites(run, images, tmp_path):
+    dep = run/'search'/'deployed.pth'
+    assert cli('predict', dep, images/'img1.png', '--out', tmp_path/'out')[0] == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path/'out').iterdir()}
+    rc, out, err = cli('predict', dep, images/'img1.png', images/'img2.jpg', '--out', tmp_path/'out')
+    assert rc == 0, err
+    assert {p.name: p.read_bytes() for p in (tmp_path/'out').iterdir()} == first
+    assert sorted(p.name for p in (tmp_path/'out-2').iterdir()) == ['img1.png', 'img2.png', 'predictions.csv']
+    assert 'out-2' in out
