@@ -14,13 +14,13 @@ Runs:
    `--grid` at every candidate but the last, PFD). The stage-2 network is saved to `results/mess_r18.pth`.
 2. fastai overhead: time per stage-1 training step through the Learner vs a plain PyTorch loop computing the same
    loss on the same batches (one exit sampled per step in both), interleaved rounds, ratio of medians.
-3. With `--ablations`: stage 1 with every exit at every step ('all'), a plain single-exit network, and stage 2
-   without PFD — each with the same data, epochs and schedule.
+(The ablations — stage 1 with every exit at every step, a plain single-exit network, stage 2 without PFD — are
+`bench_ablations.py`, on the same data and schedule.)
 
 No checkpoint is chosen by validation score (fixed schedules), so the held-out frames never steer training.
 Writes `results/train.json` and `results/train.txt` (tables only, no progress bars, no local paths).
 
-    python bench/bench_train.py                 # about 1 h here (2 cores); --ablations adds about 1 h
+    python bench/bench_train.py                 # about 1 h here on 2 otherwise idle cores
 """
 import json, time, datetime, random, platform, statistics
 from pathlib import Path
@@ -122,7 +122,6 @@ def main(output_stride:int=8,  # Backbone output stride (8: the paper's dilated 
          overhead_steps:int=20,  # Steps per round of the overhead measurement
          overhead_rounds:int=5,  # Interleaved rounds of the overhead measurement
          threads:int=2,        # torch threads
-         ablations:bool=False, # Also train the 'all exits' stage 1, a plain network and stage 2 without PFD
          out:str=str(RESULTS), # Results folder
          overwrite:bool=False,  # Replace an existing mess_r18.pth
         ):
@@ -172,27 +171,6 @@ def main(output_stride:int=8,  # Backbone output stride (8: the paper's dilated 
     res['overhead'] = o = overhead(dls, overhead_steps, overhead_rounds, output_stride)
     say(f"fastai overhead: {o['ratio']:.3f}x a plain PyTorch loop per stage-1 step ({o['learner_step_s']*1e3:.0f} vs "
         f"{o['plain_step_s']*1e3:.0f} ms, medians of {overhead_rounds} interleaved rounds of {overhead_steps} steps)")
-
-    if ablations:
-        say("\n== ablations (same data, epochs, schedule) ==")
-        la, ta = run_stage1(dls, 'all', epochs1, lr1, output_stride)
-        res['all_stage1'] = dict(epoch_s=ta, final_miou_eval=float(la.exit_table(eval_dl).loc[FINAL, 'miou']))
-        lp, tp = run_stage1(dls, 'sample', epochs1, lr1, output_stride, positions=[])
-        res['plain'] = dict(epoch_s=tp, final_miou_eval=float(lp.exit_table(eval_dl).loc[FINAL, 'miou']))
-        set_seed(0, reproducible=True)
-        ln = mess_learner(dls, seed=0, output_stride=output_stride)
-        ln.model.load_state_dict({k: v for k, v in torch.load(ckpt, weights_only=True)['state_dict'].items() if not k.startswith('heads.')}, strict=False)
-        ln.stage = 1
-        tn = run_stage2(ln, grid, epochs2, lr2, 0.)
-        res['no_pfd_stage2'] = dict(epoch_s=tn, exits={k: records(t) for k, t in tables(ln, calib_dl, eval_dl).items()})
-        rows = [dict(run='MESS stage 1, one sampled exit', s_per_epoch=np.median(t1), final_miou_eval=res['sample_stage1']['final_miou_eval']),
-                dict(run='stage 1, every exit every step', s_per_epoch=np.median(ta), final_miou_eval=res['all_stage1']['final_miou_eval']),
-                dict(run='plain single-exit network', s_per_epoch=np.median(tp), final_miou_eval=res['plain']['final_miou_eval'])]
-        say(pd.DataFrame(rows).round(4).to_string(index=False))
-        pfd = pd.DataFrame(res['stage2']['exits']['eval']).set_index('key').miou
-        nopfd = pd.DataFrame(res['no_pfd_stage2']['exits']['eval']).set_index('key').miou
-        say(f"stage 2 with vs without PFD, mean mIoU of the early exits on the evaluation half: "
-            f"{pfd.drop(FINAL).mean():.4f} vs {nopfd.drop(FINAL).mean():.4f}")
 
     (out/'train.json').write_text(json.dumps(res, indent=1, default=float))
     (out/'train.txt').write_text('\n'.join(report) + '\n')
