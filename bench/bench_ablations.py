@@ -13,7 +13,7 @@ half (the held-out sequence's second half), and writes results/ablations.json an
 """
 import json, time, datetime, platform
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from fastcore.script import call_parse
 from mess_fast.model import MESSNet, FINAL, defaults
 from mess_fast.train import mess_learner

@@ -27,7 +27,7 @@ import torch
 from fastcore.script import call_parse
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed, rank_distrib
-from mess_fast.model import FINAL, defaults
+from mess_fast.model import defaults
 from mess_fast.train import mess_learner
 from mess_fast.distributed import distrib_launch
 from common import RESULTS, camvid_loaders

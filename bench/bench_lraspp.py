@@ -23,7 +23,7 @@ Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths,
 import json, time, datetime, platform
 from dataclasses import replace
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from fastcore.script import call_parse
 from fastai.torch_core import set_seed
 from mess_fast.model import FINAL, defaults

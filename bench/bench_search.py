@@ -24,7 +24,7 @@ from mess_fast.profile import profile_net
 from mess_fast.search import build_cache, search, ExitConfig, measure, check_picks
 from mess_fast.predict import ExitPolicy
 from mess_fast.widgets import image_strip
-from common import RESULTS, CKPT, camvid_loaders, rel
+from common import RESULTS, CKPT, camvid_loaders
 
 @call_parse
 def main(threads:int=2,        # torch threads
@@ -111,7 +111,7 @@ def main(threads:int=2,        # torch threads
     best = ok.sort_values('eval_speedup').iloc[-1] if len(ok) else None
     res['goal_3x_at_0.1pp'] = dict(best_measured_speedup_at_0_1pp=None if best is None else float(best.eval_speedup),
                                    config=None if best is None else best.config, met=bool(best is not None and best.eval_speedup >= 3))
-    say(f"\nGoal >= 3x at <= 0.1 pp drop (evaluation half, measured): " +
+    say("\nGoal >= 3x at <= 0.1 pp drop (evaluation half, measured): " +
         ("no measured point within 0.1 pp" if best is None else f"best {best.eval_speedup:.2f}x ({best.config}, drop {best.eval_drop_pp:.2f} pp)"))
 
     # latency model: budgeted exits, profiled vs measured
