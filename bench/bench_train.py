@@ -12,9 +12,7 @@ Splits, by video sequence (the file-name prefix), so that nothing is evaluated o
 Runs:
 1. MESS stage 1 with one exit sampled per iteration (the paper's), then stage 2 (frozen backbone, every head of
    `--grid` at every candidate but the last, PFD). The stage-2 network is saved to `results/mess_r18.pth`.
-2. fastai overhead: time per stage-1 training step through the Learner vs a plain PyTorch loop computing the same
-   loss on the same batches (one exit sampled per step in both), interleaved rounds, ratio of medians.
-(The ablations — stage 1 with every exit at every step, a plain single-exit network, stage 2 without PFD — are
+(The fastai overhead per training step is `bench_overhead.py`; the ablations — stage 1 with every exit at every step, a plain single-exit network, stage 2 without PFD — are
 `bench_ablations.py`, on the same data and schedule.)
 
 No checkpoint is chosen by validation score (fixed schedules), so the held-out frames never steer training.
@@ -22,31 +20,15 @@ Writes `results/train.json` and `results/train.txt` (tables only, no progress ba
 
     python bench/bench_train.py                 # about 1 h here on 2 otherwise idle cores
 """
-import json, time, datetime, random, platform, statistics
+import json, time, datetime, platform
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
-from mess_fast.model import FINAL, plain, defaults
-from mess_fast.train import mess_learner, MultiExitLoss
+from mess_fast.model import FINAL, defaults
+from mess_fast.train import mess_learner
 from fastai.callback.core import Callback
-from fastai.data.core import DataLoaders
 from fastai.torch_core import set_seed
 from common import RESULTS, CKPT, HELD_OUT, camvid_split, camvid_loaders
-
-
-class StepTimer(Callback):
-    "Wall time of every training step, from `before_batch` (first callback) to `after_batch` (last): all fastai overhead included, data loading excluded"
-    order = -100
-    def before_fit(self): self.times = []
-    def before_batch(self):
-        if self.training: self.t0 = time.perf_counter()
-
-
-class _Last(Callback):
-    order = 100
-    def __init__(self, timer): self.timer = timer
-    def after_batch(self):
-        if self.training: self.timer.times.append(time.perf_counter() - self.timer.t0)
 
 
 class EpochTimer(Callback):
@@ -54,36 +36,6 @@ class EpochTimer(Callback):
     def before_fit(self): self.times = []
     def before_epoch(self): self.t0 = time.perf_counter()
     def after_epoch(self): self.times.append(time.perf_counter() - self.t0)
-
-
-def overhead(dls, n_steps, rounds, output_stride, lr=1e-3):
-    "Median time per stage-1 step: fastai Learner vs plain PyTorch loop, same batches, one sampled exit per step in both"
-    batches = []
-    for b in dls.train:
-        batches.append(tuple(plain(t).clone() for t in b))
-        if len(batches) == n_steps: break
-    learn = mess_learner(dls, seed=0, output_stride=output_stride)
-    net = learn.model
-    timer = StepTimer(); last = _Last(timer); learn.add_cb(timer)
-    learn.dls = DataLoaders(batches, batches[:1])
-    loss_f = MultiExitLoss(dls.void_code)
-    keys = list(net.heads)
-    res = dict(learner=[], plain=[])
-    for r in range(rounds):
-        timer.times = []
-        with learn.no_bar(), learn.no_logging(): learn.fit(1, lr, cbs=[last])
-        res['learner'].append(statistics.median(timer.times))
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        rng = random.Random(r); net.train(); ts = []
-        for x, y in batches:
-            t0 = time.perf_counter()
-            net.active = [rng.choice(keys)]
-            loss = loss_f(net(x), y); loss.backward(); opt.step(); opt.zero_grad()
-            ts.append(time.perf_counter() - t0)
-        net.active = None
-        res['plain'].append(statistics.median(ts))
-    lm, pm = statistics.median(res['learner']), statistics.median(res['plain'])
-    return dict(steps=n_steps, rounds=rounds, learner_step_s=lm, plain_step_s=pm, ratio=lm / pm, per_round=res)
 
 
 def tables(learn, calib_dl, eval_dl):
@@ -119,8 +71,6 @@ def main(output_stride:int=8,  # Backbone output stride (8: the paper's dilated 
          lr1:float=defaults.lr1, # Stage-1 maximum learning rate
          lr2:float=defaults.lr2, # Stage-2 maximum learning rate
          grid:str=','.join(defaults.grid), # Stage-2 heads
-         overhead_steps:int=20,  # Steps per round of the overhead measurement
-         overhead_rounds:int=5,  # Interleaved rounds of the overhead measurement
          threads:int=2,        # torch threads
          out:str=str(RESULTS), # Results folder
          overwrite:bool=False,  # Replace an existing mess_r18.pth
@@ -166,11 +116,6 @@ def main(output_stride:int=8,  # Backbone output stride (8: the paper's dilated 
     say("\nThe same on the calibration half:")
     say(tabs['calib'].drop(index=FINAL).pivot_table(index='head', columns='pos', values='miou').round(3).to_string()
         + f"\nfinal: {tabs['calib'].loc[FINAL, 'miou']:.4f}")
-
-    say("\n== fastai overhead: Learner vs plain PyTorch loop, stage-1 steps ==")
-    res['overhead'] = o = overhead(dls, overhead_steps, overhead_rounds, output_stride)
-    say(f"fastai overhead: {o['ratio']:.3f}x a plain PyTorch loop per stage-1 step ({o['learner_step_s']*1e3:.0f} vs "
-        f"{o['plain_step_s']*1e3:.0f} ms, medians of {overhead_rounds} interleaved rounds of {overhead_steps} steps)")
 
     (out/'train.json').write_text(json.dumps(res, indent=1, default=float))
     (out/'train.txt').write_text('\n'.join(report) + '\n')
