@@ -60,12 +60,53 @@ def timed(f, xs, warmup):
         t = time.perf_counter(); f(x); ts.append(time.perf_counter() - t)
     return ts
 
+def latency(res, deps, eval_dl, rounds, warmup, say):
+    "Interleaved rounds at batch size 1 on the evaluation frames: medians, ratios, shares of the final exit's time, the goal"
+    xs = [x[i:i+1].as_subclass(torch.Tensor).clone() for x, _ in eval_dl for i in range(len(x))]
+    xn = [x.numpy().copy() for x in xs]
+    lat = {name: dict(torch=[], ort=[]) for name in deps}
+    say(f"\nLatency on the {len(xs)} evaluation frames, batch size 1, {rounds} interleaved rounds:")
+    for r in range(rounds):
+        for name, d in deps.items():
+            order = [('torch', d['torch'].predict_batch, xs), ('ort', d['ort'].predict_batch, xn)]
+            for rt, f, data in (order if r % 2 == 0 else order[::-1]):
+                with torch.no_grad(): lat[name][rt].append(float(np.mean(timed(f, data, warmup))) * 1e3)
+        say(f"  round {r + 1}: " + ', '.join(f"{name.split(' (')[0]} {np.mean(lat[name]['torch'][-1]):.1f}/{lat[name]['ort'][-1]:.1f} ms" for name in deps))
+    res['loadavg_end'] = os.getloadavg()
+    fin = f"budget {FINAL}"
+    rows = {}
+    for name, d in deps.items():
+        t, o = np.array(lat[name]['torch']), np.array(lat[name]['ort'])
+        ratio = t / o
+        rows[name] = dict(kind=d['kind'], targets=d.get('targets'), torch_ms=float(np.median(t)), ort_ms=float(np.median(o)),
+                          ratio=float(np.median(ratio)), ratio_min=float(ratio.min()), ratio_max=float(ratio.max()),
+                          torch_rounds=t.tolist(), ort_rounds=o.tolist(), hist=res['parity'][name]['hist_ort'])
+    for name, row in rows.items():   # share of the final exit's time, in each runtime (same rounds)
+        ft, fo = np.array(lat[fin]['torch']), np.array(lat[fin]['ort'])
+        row['vs_final_torch'] = float(np.median(np.array(lat[name]['torch']) / ft))
+        row['vs_final_ort'] = float(np.median(np.array(lat[name]['ort']) / fo))
+    res['latency'] = rows
+    budg = [r for r in rows.values() if r['kind'] == 'budgeted']
+    res['goal'] = dict(target_ratio=1.5, min_budgeted_ratio=min(r['ratio'] for r in budg),
+                       every_exit_met=all(r['ratio'] >= 1.5 for r in budg),
+                       exits_below=[n for n, r in rows.items() if r['kind'] == 'budgeted' and r['ratio'] < 1.5])
+
+    say("\n| deployment | torch eager (ms/image) | ONNX Runtime (ms/image) | speed-up (range over rounds) | time vs the final exit: torch / ORT |")
+    say("|---|---|---|---|---|")
+    for name, r in rows.items():
+        label = name + (f" ({', '.join(r['targets'])})" if r['targets'] else '')
+        say(f"| {label} | {r['torch_ms']:.1f} | {r['ort_ms']:.1f} | {r['ratio']:.2f}x ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | "
+            f"{r['vs_final_torch']:.2f} / {r['vs_final_ort']:.2f} |")
+    g = res['goal']
+    say(f"\nGoal >= 1.5x at every exit (budgeted): {'met' if g['every_exit_met'] else 'not met at ' + ', '.join(g['exits_below'])} "
+        f"(lowest {g['min_budgeted_ratio']:.2f}x); load average {res['loadavg_start'][0]:.1f} at the start, {res['loadavg_end'][0]:.1f} at the end")
+
 @call_parse
 def main(ckpt:str=str(CKPT),   # The trained network (a MESSNet checkpoint holding the picks' exits)
          search:str=None,      # SearchResult JSON; default results/search.json when present
          config:str=None,      # Instead of a search: one configuration 'key=th_pix/th_img,...' (early exits, then the final exit)
          threads:int=2,        # torch threads and ONNX Runtime intra-op threads
-         rounds:int=5,         # Interleaved measurement rounds
+         rounds:int=5,         # Interleaved measurement rounds (0: parity only)
          warmup:int=3,         # Untimed images before each timed pass
          max_frames:int=None,  # Cap on the frames of each held-out half (a quick trial); all by default
          out:str=str(RESULTS/'onnx.json'), # Result JSON (a .txt report is written beside it)
@@ -108,7 +149,7 @@ def main(ckpt:str=str(CKPT),   # The trained network (a MESSNet checkpoint holdi
 
     # deployments: torch predictor and exported runner
     deps, tmp = {}, Path(tempfile.mkdtemp(prefix='bench_onnx_'))
-    for k in used: deps[f"budget {k}"] = dict(kind='budgeted', exit=k, cfg=ExitConfig(budget=k))
+    for k in used: deps[f"budget {k}"] = dict(kind='budgeted', exit=k, cfg=ExitConfig(budget=k), targets=[t for t, c in picks.items() if c.budget == k])
     for name, (c, targets) in dyn.items(): deps[name] = dict(kind='dynamic', targets=targets, cfg=c)
     for i, (name, d) in enumerate(deps.items()):
         c = d['cfg']
@@ -153,45 +194,8 @@ def main(ckpt:str=str(CKPT),   # The trained network (a MESSNet checkpoint holdi
         say(f"  evaluate on the evaluation half's files, {name}: same exit {res['parity'][name]['evaluate_files']['same_exit']:.2%}, "
             f"mIoU diff {res['parity'][name]['evaluate_files']['miou_diff_pp']:+.3f} pp")
 
-    # latency, interleaved rounds
-    xs = [x[i:i+1].as_subclass(torch.Tensor).clone() for x, _ in eval_dl for i in range(len(x))]
-    xn = [x.numpy().copy() for x in xs]
-    lat = {name: dict(torch=[], ort=[]) for name in deps}
-    say(f"\nLatency on the {len(xs)} evaluation frames, batch size 1, {rounds} interleaved rounds:")
-    for r in range(rounds):
-        for name, d in deps.items():
-            order = [('torch', d['torch'].predict_batch, xs), ('ort', d['ort'].predict_batch, xn)]
-            for rt, f, data in (order if r % 2 == 0 else order[::-1]):
-                with torch.no_grad(): lat[name][rt].append(float(np.mean(timed(f, data, warmup))) * 1e3)
-        say(f"  round {r + 1}: " + ', '.join(f"{name.split(' (')[0]} {np.mean(lat[name]['torch'][-1]):.1f}/{lat[name]['ort'][-1]:.1f} ms" for name in deps))
-    res['loadavg_end'] = os.getloadavg()
-    fin = f"budget {FINAL}"
-    rows = {}
-    for name, d in deps.items():
-        t, o = np.array(lat[name]['torch']), np.array(lat[name]['ort'])
-        ratio = t / o
-        rows[name] = dict(kind=d['kind'], targets=d.get('targets'), torch_ms=float(np.median(t)), ort_ms=float(np.median(o)),
-                          ratio=float(np.median(ratio)), ratio_min=float(ratio.min()), ratio_max=float(ratio.max()),
-                          torch_rounds=t.tolist(), ort_rounds=o.tolist(), hist=res['parity'][name]['hist_ort'])
-    for name, row in rows.items():   # share of the final exit's time, in each runtime (same rounds)
-        ft, fo = np.array(lat[fin]['torch']), np.array(lat[fin]['ort'])
-        row['vs_final_torch'] = float(np.median(np.array(lat[name]['torch']) / ft))
-        row['vs_final_ort'] = float(np.median(np.array(lat[name]['ort']) / fo))
-    res['latency'] = rows
-    budg = [r for r in rows.values() if r['kind'] == 'budgeted']
-    res['goal'] = dict(target_ratio=1.5, min_budgeted_ratio=min(r['ratio'] for r in budg),
-                       every_exit_met=all(r['ratio'] >= 1.5 for r in budg),
-                       exits_below=[n for n, r in rows.items() if r['kind'] == 'budgeted' and r['ratio'] < 1.5])
-
-    say("\n| deployment | torch eager (ms/image) | ONNX Runtime (ms/image) | speed-up (range over rounds) | time vs the final exit: torch / ORT |")
-    say("|---|---|---|---|---|")
-    for name, r in rows.items():
-        label = name if r['kind'] == 'budgeted' else f"{name} ({', '.join(r['targets'])})"
-        say(f"| {label} | {r['torch_ms']:.1f} | {r['ort_ms']:.1f} | {r['ratio']:.2f}x ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | "
-            f"{r['vs_final_torch']:.2f} / {r['vs_final_ort']:.2f} |")
-    g = res['goal']
-    say(f"\nGoal >= 1.5x at every exit (budgeted): {'met' if g['every_exit_met'] else 'not met at ' + ', '.join(g['exits_below'])} "
-        f"(lowest {g['min_budgeted_ratio']:.2f}x); load average {res['loadavg_start'][0]:.1f} at the start, {res['loadavg_end'][0]:.1f} at the end")
+    if rounds > 0: latency(res, deps, eval_dl, rounds, warmup, say)
+    else: say('\n--rounds 0: no latency measured')
     shutil.rmtree(tmp, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=float))
