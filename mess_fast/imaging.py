@@ -30,6 +30,14 @@ def read_rgb(img, # File path, PIL image, or uint8 array (H, W), (H, W, 1), (H, 
     if not isinstance(img, Image.Image): raise TypeError(f"expected an image file, a PIL image or a uint8 array, got {type(img).__name__}")
     return img if img.mode == 'RGB' else img.convert('RGB')
 
+def _crop_box(wh, size)->tuple:
+    "PIL crop box of the centre crop of an image of `wh` (width, height) to the aspect of `size` (height, width)"
+    (h, w), (W, H) = size, wh
+    m = W / w if W / w < H / h else H / h                  # as fastai's Resize(method='crop') on the validation set
+    cw, ch = int(m * w), int(m * h)
+    l, t = int(0.5 * (W - cw)), int(0.5 * (H - ch))
+    return (l, t, l + cw, t + ch)
+
 def prepare_image(img,                  # File path, PIL image or uint8 array (see `read_rgb`)
                   size,                 # Network input (height, width)
                   mean=IMAGENET_MEAN,   # Per-channel mean of the normalisation
@@ -37,11 +45,7 @@ def prepare_image(img,                  # File path, PIL image or uint8 array (s
                  )->np.ndarray:
     "float32 (3, H, W): the centre crop to the aspect of `size`, resized bilinearly, scaled to 0..1 and normalised"
     im = read_rgb(img)
-    (h, w), (W, H) = size, im.size
-    m = W / w if W / w < H / h else H / h                  # as fastai's Resize(method='crop') on the validation set
-    cw, ch = int(m * w), int(m * h)
-    l, t = int(0.5 * (W - cw)), int(0.5 * (H - ch))
-    im = im.crop((l, t, l + cw, t + ch)).resize((w, h), Image.BILINEAR)
+    im = im.crop(_crop_box(im.size, size)).resize((size[1], size[0]), Image.BILINEAR)
     a = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
     return (a - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
 
@@ -59,5 +63,27 @@ def save_mask(mask,          # (H, W) integer label map
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path); return path
 
+MASK_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L')
+
+def prepare_mask(mask, # Mask file, PIL image (mode L, P or I) or integer array (H, W) of class indices
+                 size, # Network input (height, width)
+                )->np.ndarray:
+    "int64 (H, W) class indices: the centre crop of `prepare_image`, resized with nearest neighbour (as the validation transforms)"
+    where = mask if isinstance(mask, (str, Path)) else 'mask'
+    if isinstance(mask, (str, Path)):
+        if not Path(mask).is_file(): raise FileNotFoundError(f"{mask}: no such mask file")
+        try:
+            with Image.open(mask) as im: im.load(); mask = im.copy()
+        except Exception as e: raise ValueError(f"{where}: cannot read mask ({type(e).__name__}: {e}); expected a single-channel PNG of class indices") from None
+    if isinstance(mask, np.ndarray):
+        if mask.ndim != 2 or mask.dtype.kind not in 'ui':
+            raise ValueError(f"mask array has shape {mask.shape} and dtype {mask.dtype}; expected an (H, W) integer array of class indices")
+        mask = Image.fromarray(mask.astype(np.int32))
+    if not isinstance(mask, Image.Image): raise TypeError(f"expected a mask file, a PIL image or an integer array, got {type(mask).__name__}")
+    if mask.mode not in MASK_MODES:
+        raise ValueError(f"{where}: mask has mode {mask.mode} ({len(mask.getbands())} channels); expected a single-channel mask of class indices")
+    m = mask.crop(_crop_box(mask.size, size)).resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(m).astype(np.int64)
+
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'read_rgb', 'prepare_image', 'save_mask']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MASK_MODES', 'read_rgb', 'prepare_image', 'save_mask', 'prepare_mask']
