@@ -315,7 +315,8 @@ def evaluate(self:EarlyExitPredictor,
     void, n = self._void_of(dl, void), self.net.n_classes
     cm, hist, lat, taken = torch.zeros(n, n, dtype=torch.long), Counter(), [], []
     self.reset_stats()
-    for xb, yb in progress_bar(list(self._batches(dl)), display=progress, leave=False):
+    bs = list(self._batches(dl))
+    for xb, yb in (progress_bar(bs, leave=False) if progress else bs):   # (a hidden fastprogress bar still prints)
         xb = self._prep(xb)
         for i in range(len(xb)):
             t = time.perf_counter()
@@ -354,13 +355,14 @@ def policy_report(net:MESSNet,        # Trained multi-exit network
                   th_pix:float=defaults.th_pix, # Pixel threshold (same for every exit)
                   edge:bool=True,     # Edge-aware correction
                   void:int|None=None, # Void label (default: `dl`'s `void_code` if it has one)
+                  progress:bool=True, # Show a progress bar over `th_imgs`
                   **kwargs,           # Further `ExitPolicy` arguments
                  )->pd.DataFrame:
     "mIoU, mean latency and exit histogram of the early-exit predictor at each `th_img`, plus the full network"
     full = EarlyExitPredictor(net, exits).evaluate(dl, exit_key=FINAL, void=void)
     rows = [dict(mode='full network', th_img=None, miou=full['miou'], latency_ms=full['latency_ms'], policy_ms=full['policy_ms'],
                  hist={FINAL: full['n']})]
-    for t in progress_bar(th_imgs, leave=False):
+    for t in (progress_bar(th_imgs, leave=False) if progress else th_imgs):
         p = EarlyExitPredictor(net, exits, ExitPolicy(th_pix, t, edge=edge, **kwargs))
         r = p.evaluate(dl, void=void)
         rows.append(dict(mode='early exit', th_img=t, miou=r['miou'], latency_ms=r['latency_ms'], policy_ms=r['policy_ms'], hist=r['hist']))

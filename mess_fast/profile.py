@@ -76,16 +76,18 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
         lg = nats[k] if policy.at == 'native' else upsample(nats[k], size)
         jobs.append(('policy', k, p, lambda k=k, lg=lg, st=st: policy(lg, k, st)))
     up = upsample(nats[FINAL], size)
+    # the predictor's own cost: one budgeted run minus its pieces, at the earliest exit (the smallest, least noisy difference)
+    k0 = min(pred.exits, key=lambda k: (net.exit_pos(k), k == FINAL))
     jobs += [('upsample', 'upsample', None, lambda: upsample(nats[FINAL], size)), ('decode', 'argmax', None, lambda: class_argmax(up)),
-             ('overhead', 'predictor', None, lambda: pred.predict_batch(x, exit_key=FINAL))]
+             ('overhead', 'predictor', None, lambda: pred.predict_batch(x, exit_key=k0))]
     times = np.zeros((reps, len(jobs)))
     with torch.no_grad():
         for _, _, _, f in jobs:
             for _ in range(warmup): f()
-        for r in progress_bar(range(reps), display=progress, leave=False):
+        for r in (progress_bar(range(reps), leave=False) if progress else range(reps)):
             for j, (_, _, _, f) in enumerate(jobs): times[r, j] = time_it(f, 0, 1, dev)[0]
     col = {(kind, key): j for j, (kind, key, _, _) in enumerate(jobs)}
-    pieces = [('segment', f'segment{n-1}'), ('final', FINAL), ('upsample', 'upsample'), ('decode', 'argmax')]
+    pieces = [('segment', f'segment{net.exit_pos(k0)}'), ('final' if k0 == FINAL else 'head', k0), ('upsample', 'upsample'), ('decode', 'argmax')]
     times[:, col['overhead', 'predictor']] -= sum(times[:, col[c]] for c in pieces)   # the whole run minus its pieces, per round
     df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j, (kind, key, pos, _) in enumerate(jobs)])
     sg = df.kind == 'segment'

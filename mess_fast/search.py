@@ -86,7 +86,7 @@ def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads a
     by_pos = {}
     for k in keys: by_pos.setdefault(net.exit_pos(k), []).append(k)
     counts, totals, cms, size = [], [], [], None
-    for xb, yb in progress_bar(dl, display=progress, leave=False):
+    for xb, yb in (progress_bar(dl, leave=False) if progress else dl):
         xb, yb = plain(xb).to(dev), plain(yb)
         for i in range(len(xb)):
             x, y = xb[i:i+1], yb[i:i+1].cpu()
@@ -411,7 +411,7 @@ def search(cache:ExitCache,            # Built on the calibration split
 
     roots = [None] if per_exit_th_pix else list(range(len(pidx)))
     if max_exits > 0:
-        for p_fixed in progress_bar(roots, display=progress, leave=False):
+        for p_fixed in (progress_bar(roots, leave=False) if progress else roots):
             walk([], torch.ones(1, N), torch.zeros(1, D), p_fixed)
     # the budgeted networks: every exit alone, no policy
     for kk in list(heads) + [FINAL]:
