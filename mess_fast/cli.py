@@ -1,4 +1,4 @@
-"""`mess_fast train`, `search` and `predict`: from a dataset folder (or the embedded CamVid subset) to a trained multi-exit network, its deployment search and early-exit inference on image files.
+"""`mess_fast train`, `search`, `predict` and `export`: from a dataset folder (or the embedded CamVid subset) to a trained multi-exit network, its deployment search, early-exit inference on image files and an ONNX export that runs without torch.
 
 Docs: https://mess-fast.github.io/mess_fast/cli.html.md"""
 
@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, torch
 import matplotlib
 from fastcore.script import call_parse, parse_cli, CliError
 import mess_fast
-from .imaging import prepare_image, save_mask
+from .imaging import prepare_image, save_mask, image_files, fresh_dir
 from .data import (mess_dls, resolve_data_path, check_dataset, DataError, split_pairs, labelled_dl, palette_for,
                             DEFAULT_SIZE, DEFAULT_BS)
 from .model import MESSNet, HeadConfig, defaults, TV_ARCHS
@@ -25,18 +25,8 @@ from .profile import profile_net
 from .search import build_cache, search, check_picks
 
 # %% auto #0
-__all__ = ['TARGETS', 'COMMANDS', 'fresh_dir', 'parse_size', 'parse_grid', 'train_job', 'search_job', 'predict_job', 'train',
-           'search_cmd', 'predict_cmd', 'main']
-
-# %% ../nbs/08_cli.ipynb #755fc9c0
-def fresh_dir(path:str|Path, create:bool=True)->Path:
-    "`path` if it is missing or empty, else the first missing or empty `path-2`, `path-3`, ...; created if `create`"
-    path = Path(path).expanduser().resolve()
-    cand, i = path, 1
-    while cand.exists() and (not cand.is_dir() or any(cand.iterdir())):
-        i += 1; cand = path.with_name(f"{path.name}-{i}")
-    if create: cand.mkdir(parents=True, exist_ok=True)
-    return cand
+__all__ = ['TARGETS', 'COMMANDS', 'parse_size', 'parse_grid', 'train_job', 'search_job', 'predict_job', 'train', 'search_cmd',
+           'predict_cmd', 'export_cmd', 'main']
 
 # %% ../nbs/08_cli.ipynb #b3bb00c3
 def _csv(s, typ, name:str)->list:
@@ -205,16 +195,6 @@ def search_job(run,                         # A `mess_fast train` output folder 
     return outp
 
 # %% ../nbs/08_cli.ipynb #6beeaff2
-def _image_files(items)->list:
-    res = []
-    for it in items:
-        p = Path(it)
-        if p.is_dir(): res += sorted(f for f in p.iterdir() if f.suffix.lower() in ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'))
-        elif p.is_file(): res.append(p)
-        else: raise FileNotFoundError(f"{p}: no such image file or folder")
-    if not res: raise CliError(f"no image files in {[str(i) for i in items]}")
-    return res
-
 def predict_job(model,            # A deployed checkpoint (`deployed.pth`)
                 images,           # Image files and/or folders of images
                 out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
@@ -226,7 +206,7 @@ def predict_job(model,            # A deployed checkpoint (`deployed.pth`)
     pred = EarlyExitPredictor.load(model)
     inp = pred.net.meta.get('input')
     _check(inp is not None, f"{model}: no input settings (size, normalisation) in the checkpoint; save it from a network made by mess_learner")
-    files = _image_files(images)
+    files = image_files(images)
     outp = fresh_dir(out, create=False)
     xs = [prepare_image(f, inp['size'], inp['mean'], inp['std']) for f in files]   # every image read (and checked) before writing anything
     outp.mkdir(parents=True)
@@ -290,15 +270,30 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
     return search_job(run, data, target, max_drop, budget_ms, max_exits, cost, th_pix, th_img, rounds=rounds)
 
 @call_parse
-def predict_cmd(model:str,            # A deployed network (deployed.pth from `mess_fast search`)
-                *images:str,          # Image files and/or folders of images
+def predict_cmd(*inputs:str,          # A deployed network (deployed.pth from `mess_fast search`), then image files and/or folders; with --onnx: images only
+                onnx:str=None,        # Run this ONNX export (a folder from `mess_fast export`) with ONNX Runtime instead of a checkpoint
                 out:str='mess_pred',  # Output folder for the PNG masks and predictions.csv (a numbered sibling if taken)
+                threads:int=None,     # ONNX Runtime intra-op threads (with --onnx); default: its own choice
                ):
-    "Early-exit inference on image files with a deployed network: PNG masks and a CSV of exits and latencies"
-    return predict_job(model, list(images), out)
+    "Early-exit inference on image files with a deployed network or its ONNX export: PNG masks and a CSV of exits and latencies"
+    if onnx is not None:
+        from mess_fast.runtime import onnx_predict_job      # the [onnx] extra: imported only when asked for
+        return onnx_predict_job(onnx, list(inputs), out, threads=threads)
+    _check(len(inputs) >= 2, "expected a deployed network and image files: mess_fast predict MODEL IMAGES... (or --onnx DIR IMAGES...)")
+    return predict_job(inputs[0], list(inputs[1:]), out)
+
+@call_parse
+def export_cmd(run_or_model:str,      # A deployed checkpoint (deployed.pth), a search folder, or a `mess_fast train` run folder (its latest search)
+               out:str='mess_onnx',   # Output folder for the graphs and manifest.json (a numbered sibling if taken)
+               opset:int=17,          # ONNX opset
+              ):
+    "Export a deployed network as staged ONNX graphs with its exit policy and a manifest, to run with ONNX Runtime (no torch)"
+    from mess_fast.export import export_job                 # the [onnx] extra: imported only when asked for
+    return export_job(run_or_model, out, opset)
+
 
 # %% ../nbs/08_cli.ipynb #54707dad
-COMMANDS = dict(train=train, search=search_cmd, predict=predict_cmd)
+COMMANDS = dict(train=train, search=search_cmd, predict=predict_cmd, export=export_cmd)
 _USER_ERRORS = (CliError, DataError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError,
                 KeyError, ImportError, RuntimeError)
 

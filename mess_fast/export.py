@@ -15,7 +15,8 @@ import mess_fast
 from .data import palette_for
 from .model import MESSNet, FINAL, upsample
 from .predict import ExitPolicy, EarlyExitPredictor
-from .runtime import MANIFEST, MANIFEST_FORMAT, file_sha256, fresh_dir
+from .imaging import fresh_dir
+from .runtime import MANIFEST, MANIFEST_FORMAT, file_sha256
 from .runtime import PART_INPUTS, PART_OUTPUTS, LAST_INPUTS, LAST_OUTPUTS, FINISH_INPUTS, FINISH_OUTPUTS
 
 # %% auto #0

@@ -86,4 +86,32 @@ def prepare_mask(mask, # Mask file, PIL image (mode L, P or I) or integer array 
     return np.asarray(m).astype(np.int64)
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MASK_MODES', 'read_rgb', 'prepare_image', 'save_mask', 'prepare_mask']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MASK_MODES', 'IMAGE_EXTS', 'read_rgb', 'prepare_image', 'save_mask', 'prepare_mask',
+           'image_files', 'fresh_dir']
+
+# %% ../nbs/00_imaging.ipynb #7fba7f9a
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+def image_files(items, # An image file or folder, or a list of them
+               )->list:
+    "Image files among `items` (files and folders, a folder's images sorted by name); an error for a missing one or none"
+    items = [items] if isinstance(items, (str, Path)) else list(items)
+    res = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir(): res += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file(): res.append(p)
+        else: raise FileNotFoundError(f"{p}: no such image file or folder")
+    if not res: raise ValueError(f"no image files ({', '.join(IMAGE_EXTS)}) in {[str(i) for i in items]}")
+    return res
+
+def fresh_dir(path,             # Wanted folder
+              create:bool=True, # Create the folder returned
+             )->Path:
+    "`path` if it is missing or empty, else the first missing or empty `path-2`, `path-3`, ...; created if `create`"
+    path = Path(path).expanduser().resolve()
+    cand, i = path, 1
+    while cand.exists() and (not cand.is_dir() or any(cand.iterdir())):
+        i += 1; cand = path.with_name(f"{path.name}-{i}")
+    if create: cand.mkdir(parents=True, exist_ok=True)
+    return cand

@@ -14,12 +14,12 @@ import numpy as np
 from PIL import Image
 try: import onnxruntime as ort
 except ImportError as e: raise ImportError("mess_fast.runtime needs ONNX Runtime: pip install onnxruntime (or 'mess_fast[onnx]')") from e
-from .imaging import prepare_image, prepare_mask, save_mask
+from .imaging import prepare_image, prepare_mask, save_mask, image_files, fresh_dir
 
 # %% auto #0
 __all__ = ['MANIFEST', 'MANIFEST_FORMAT', 'FINAL', 'PART_INPUTS', 'PART_OUTPUTS', 'LAST_INPUTS', 'LAST_OUTPUTS', 'FINISH_INPUTS',
-           'FINISH_OUTPUTS', 'IMAGE_EXTS', 'file_sha256', 'read_manifest', 'fresh_dir', 'OnnxEarlyExitRunner',
-           'np_confusion', 'np_miou', 'image_files', 'onnx_predict_job']
+           'FINISH_OUTPUTS', 'file_sha256', 'read_manifest', 'OnnxEarlyExitRunner', 'np_confusion', 'np_miou',
+           'onnx_predict_job']
 
 # %% ../nbs/07b_runtime.ipynb #1f987edb
 MANIFEST = 'manifest.json'
@@ -61,18 +61,6 @@ def read_manifest(dir,              # A folder written by `mess_fast.export.expo
         raise ValueError(f"{f}: expected early-exit parts followed by one last part")
     if len(man['parts']) > 1 and not man.get('finish'): raise ValueError(f"{f}: early exits but no finishing graph")
     return man
-
-# %% ../nbs/07b_runtime.ipynb #8d668f7d
-def fresh_dir(path,             # Wanted folder
-              create:bool=True, # Create the folder returned
-             )->Path:
-    "`path` if it is missing or empty, else the first missing or empty `path-2`, `path-3`, ...; created if `create`"
-    path = Path(path).expanduser().resolve()
-    cand, i = path, 1
-    while cand.exists() and (not cand.is_dir() or any(cand.iterdir())):
-        i += 1; cand = path.with_name(f"{path.name}-{i}")
-    if create: cand.mkdir(parents=True, exist_ok=True)
-    return cand
 
 # %% ../nbs/07b_runtime.ipynb #1d246ea7
 class OnnxEarlyExitRunner:
@@ -124,7 +112,7 @@ class OnnxEarlyExitRunner:
 
     def __repr__(self):
         if self.budget is not None: return f"OnnxEarlyExitRunner(budget={self.budget!r}, size={self.size})"
-        return (f"OnnxEarlyExitRunner(" + ' > '.join([f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" for p in self.parts[:-1]] + [self.exits[-1]])
+        return ("OnnxEarlyExitRunner(" + ' > '.join([f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" for p in self.parts[:-1]] + [self.exits[-1]])
                 + f", size={self.size})")
 
     def prepare(self, items, # A file, PIL image or uint8 array, or a list of them
@@ -248,19 +236,6 @@ def _evaluate(self:OnnxEarlyExitRunner,
                 latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs, np.float32))
 
 # %% ../nbs/07b_runtime.ipynb #428dfe3c
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
-def image_files(items)->list:
-    "Image files among `items` (files and folders, a folder's images sorted by name); an error for a missing one or none"
-    res = []
-    for it in ([items] if isinstance(items, (str, Path)) else items):
-        p = Path(it)
-        if p.is_dir(): res += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-        elif p.is_file(): res.append(p)
-        else: raise FileNotFoundError(f"{p}: no such image file or folder")
-    if not res: raise ValueError(f"no image files in {[str(i) for i in ([items] if isinstance(items, (str, Path)) else items)]}")
-    return res
-
 def onnx_predict_job(dir,                 # Folder written by `export_onnx` (`mess_fast export`)
                      images,              # Image files and/or folders of images
                      out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
