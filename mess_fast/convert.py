@@ -68,7 +68,6 @@ def _units(mod, block_types, prefix):
 def _tv_parts(model, block_types):
     "(units, hooked module, features -> list, final head, final name) of a torchvision segmentation model"
     from torchvision.models.segmentation.lraspp import LRASPP
-    from torchvision.models.segmentation._utils import _SimpleSegmentationModel
     bb = model.backbone
     units = list(_units(bb, block_types, 'backbone.'))
     if isinstance(model, LRASPP):

@@ -6,7 +6,7 @@ Docs: https://mess-fast.github.io/mess_fast/widgets.html.md"""
 
 # %% ../nbs/06_widgets.ipynb #ef303b52
 from __future__ import annotations
-import html, math
+import html
 from pathlib import Path
 
 import numpy as np, matplotlib.pyplot as plt
