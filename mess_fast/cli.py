@@ -174,10 +174,12 @@ def search_job(run,                         # A `mess_fast train` output folder 
     prof = profile_net(net, tuple(args['size']), reps=reps, progress=False)
     cache = build_cache(net, labelled_dl(dls, calib), th_pix=thp, progress=False)
     res = search(cache, prof, max_exits=max_exits, th_img=thi, progress=False)
-    if budget_ms is not None or max_drop is not None: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)   # before writing anything
-    else: cfg = res.targets(cost).loc[TARGETS[target], 'config']
-    outp.mkdir(parents=True)
+    outp.mkdir(parents=True)                                  # the search is kept even if no configuration meets the target
     prof.save(outp/'profile.json'); cache.save(outp/'cache.pt'); res.save(outp/'search.json')
+    if budget_ms is not None or max_drop is not None:
+        try: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)
+        except ValueError as e: raise CliError(f"{e} (the search is saved in {run.name}/{outp.name}/: nothing deployed)") from None
+    else: cfg = res.targets(cost).loc[TARGETS[target], 'config']
     log(f"{res.n_configs:,} configurations searched in {res.seconds:.1f} s; Pareto front ({cost}, calibration half):")
     col = 'latency_ms' if cost == 'latency' else 'gflops'
     with pd.option_context('display.width', 200, 'display.max_colwidth', 90):
