@@ -45,16 +45,19 @@ def main(epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaul
     report = []
     def say(*a):
         s = ' '.join(str(o) for o in a); print(s, flush=True); report.append(s)
+    def save():   # after every variant: a run stopped part-way keeps what it measured
+        (out/'ablations.json').write_text(json.dumps(res, indent=1, default=float))
+        (out/'ablations.txt').write_text('\n'.join(str(r) for r in report) + '\n')
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
                epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=grid.split(','), output_stride=output_stride, threads=threads)
     say("== stage 1 with every exit at every step ('all') ==")
     la, ta = run_stage1(dls, 'all', epochs1, lr1, output_stride)
     res['all_stage1'] = dict(s_per_epoch=ta, final_miou_eval=float(la.exit_table(eval_dl).loc[FINAL, 'miou']))
-    say(res['all_stage1'])
+    say(res['all_stage1']); save()
     say("== plain single-exit network ==")
     lp, tp = run_stage1(dls, 'sample', epochs1, lr1, output_stride, positions=[])
     res['plain'] = dict(s_per_epoch=tp, final_miou_eval=float(lp.exit_table(eval_dl).loc[FINAL, 'miou']))
-    say(res['plain'])
+    say(res['plain']); save()
     say("== stage 2 without PFD, on the benchmark network's stage-1 backbone ==")
     set_seed(0, reproducible=True)
     ln = mess_learner(dls, seed=0, output_stride=output_stride, positions=[])
@@ -72,6 +75,5 @@ def main(epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaul
                                  heads_better_with_pfd=int((cmp.gain_pp > 0).sum()), n_heads=len(cmp))
     say(cmp.round(4).to_string())
     say(res['pfd_comparison'])
-    (out/'ablations.json').write_text(json.dumps(res, indent=1, default=float))
-    (out/'ablations.txt').write_text('\n'.join(str(r) for r in report) + '\n')
+    save()
     print(f"wrote ablations.json and ablations.txt to {out.name}/")
