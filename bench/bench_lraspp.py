@@ -17,7 +17,7 @@ and an evaluation half, where everything is reported).
 
 Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths, no progress bars.
 
-    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run (not timed yet; stage 2 with 56 heads dominates)
+    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run (stage 2 with 56 heads dominates)
     python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out lraspp_smoke   # a smoke test
 """
 import json, time, datetime, platform
@@ -34,6 +34,7 @@ from mess_fast.search import build_cache, search, ExitConfig, measure
 from common import RESULTS, HELD_OUT, camvid_split, rel
 
 ARCHS = {'lraspp': 'tv:lraspp_mobilenet_v3_large', 'deeplabv3_mbv3': 'tv:deeplabv3_mobilenet_v3_large'}
+LABELS = {'lraspp': 'LR-ASPP', 'deeplabv3_mbv3': 'DeepLabV3-MobileNetV3'}
 
 
 def loaders(size, bs, max_items=None):
@@ -77,7 +78,7 @@ def main(model:str='lraspp',     # Which torchvision model: 'lraspp' (lraspp_mob
          out:str=str(RESULTS),  # Results folder
          overwrite:bool=False,  # Replace an existing <model>.json
         ):
-    "Train the plain and the MESS LR-ASPP, search the MESS one, measure both; print tables; write lraspp.json and lraspp.txt"
+    "Train the plain and the MESS model, search the MESS one, measure both; print tables; write <model>.json and <model>.txt"
     torch.set_num_threads(threads)
     if model not in ARCHS: raise SystemExit(f"--model: expected one of {list(ARCHS)}, got {model!r}")
     ARCH = ARCHS[model]
@@ -97,13 +98,14 @@ def main(model:str='lraspp',     # Which torchvision model: 'lraspp' (lraspp_mob
                threads=threads, max_items=max_items, split=dict(train_sequences=src.sequences('train'), held_out=HELD_OUT,
                n_train=len(dls.train_ds), n_calib=len(calib_dl.items), n_eval=len(eval_dl.items)))
 
-    say("\n== plain LR-ASPP (no exit head), stage-1 recipe ==")
+    L = LABELS[model]
+    say(f"\n== plain {L} (no exit head), stage-1 recipe ==")
     lp, tp = train(ARCH, dls, epochs1, lr1, positions=[])
     plain = lp.model.eval()
     res['plain'] = tp | dict(gflops=float(plain.cost_table(size).set_index('key').loc[FINAL, 'cum_gflops']))
     say(f"{tp['stage1_s_per_epoch']:.1f} s/epoch")
 
-    say("\n== MESS LR-ASPP: stage 1 (one sampled exit per iteration), stage 2 (frozen network, every head at every candidate, PFD) ==")
+    say(f"\n== MESS {L}: stage 1 (one sampled exit per iteration), stage 2 (frozen network, every head at every candidate, PFD) ==")
     lm, tm = train(ARCH, dls, epochs1, lr1, grid=grid, epochs2=epochs2, lr2=lr2)
     net = lm.model.eval()
     res['mess'] = tm | dict(n_candidates=len(net.candidates), n_heads=len(net.heads), final_taps=net.final_taps)
@@ -125,12 +127,12 @@ def main(model:str='lraspp',     # Which torchvision model: 'lraspp' (lraspp_mob
 
     say(f"\n== measured on the evaluation half, batch size 1, {rounds} interleaved rounds ==")
     base = cache.base_policy()
-    preds = {'plain LR-ASPP': ExitConfig(budget=FINAL).predictor(plain, base),
+    preds = {f'plain {L}': ExitConfig(budget=FINAL).predictor(plain, base),
              'MESS final exit alone': ExitConfig(budget=FINAL).predictor(net, base)}
     preds |= {f'MESS: {t}': r.config.predictor(net, base) for t, r in tg.iterrows()}
     measure(preds, eval_dl, 1)   # warm-up round, discarded
     m = measure(preds, eval_dl, rounds)
-    ref = m.loc['plain LR-ASPP']
+    ref = m.loc[f'plain {L}']
     rows = []
     for (name, r), cfg in zip(m.iterrows(), [None, ExitConfig(budget=FINAL)] + list(tg.config)):
         row = dict(name=name, config=cfg.name if cfg else 'plain network', miou=r.miou, drop_vs_plain_pp=(ref.miou - r.miou) * 100,
