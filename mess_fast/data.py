@@ -196,7 +196,7 @@ class SegSource:
     problems: list = field(default_factory=list)
 
     def __repr__(self):
-        return (f"SegSource({self.layout!r} at {self.path}: {len(self.train)} train + {len(self.valid)} valid pairs, "
+        return (f"SegSource({self.layout!r} at {Path(self.path).name}: {len(self.train)} train + {len(self.valid)} valid pairs, "
                 f"{len(self.codes)} codes, void_code={self.void_code}" + (f", {len(self.problems)} problems)" if self.problems else ")"))
 
     def pairs(self, split:str='train')->list:
@@ -632,9 +632,13 @@ class DatasetReport(list):
     @property
     def ok(self)->bool: return len(self) == 0
     def __str__(self):
-        where = f"{self.source.path} ({self.source.layout} layout, {self.n_pairs} pairs)" if self.source else 'dataset'
+        "The dataset folder by name, then one problem a line with paths relative to it"
+        if self.source is None: where, rel = 'dataset', str
+        else:
+            root = str(Path(self.source.path)).rstrip('/') + '/'
+            where, rel = f"{Path(self.source.path).name} ({self.source.layout} layout, {self.n_pairs} pairs)", lambda s: s.replace(root, '')
         if self.ok: return f"{where}: no problems"
-        return f"{where}: {len(self)} problem(s)\n" + '\n'.join(f"  {p}" for p in self)
+        return f"{where}: {len(self)} problem(s)\n" + '\n'.join(f"  {rel(str(p))}" for p in self)
     __repr__ = __str__
     def raise_if_any(self):
         "Raise one `DataError` listing every problem, if there are any."
