@@ -171,7 +171,7 @@ def test_09_fit_mess_writes_nothing_to_the_working_directory(tmp_path, monkeypat
 PATTERNS = ['/wo' + 'rk/', '/ho' + 'me/']      # split so that this file does not match itself
 
 @pytest.mark.parametrize('where', ['tests', 'mess_fast',
-    pytest.param('nbs', marks=pytest.mark.xfail(strict=True, reason="library bug: notebook outputs still hold absolute paths (torch.jit.script warnings, SegSource reprs)")),
+    'nbs',
     'scripts', 'bench/*.py'])
 def test_10_no_absolute_paths(where):
     "The notebooks, package, tests, scripts and benchmarks referred to absolute paths of one machine"
