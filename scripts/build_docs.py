@@ -37,6 +37,16 @@ def title_of(nb)->str:
 
 def _directives(src): return [l[3:].strip() for l in src.splitlines() if l.startswith('#|')]
 
+_QUARTO_LINK = re.compile(r'\[([^\]]+)\]\(([^)\s]+)\)\{([^}]*)\}')
+
+def _plain_links(o):
+    "show_doc's `[source](url){target=... style=...}` is Quarto's link syntax: as an HTML link, which any renderer shows"
+    md = o.get('data', {}).get('text/markdown')
+    if md is None: return o
+    text = ''.join(md) if isinstance(md, list) else md
+    o['data']['text/markdown'] = _QUARTO_LINK.sub(lambda m: f'<a href="{m[2]}" {html.unescape(m[3])}>{m[1]}</a>', text)
+    return o
+
 def clean(nb):
     "Drop hidden cells, strip nbdev directives, replace interactive widget outputs (which need JavaScript from a CDN) by a note"
     cells = []
@@ -51,7 +61,7 @@ def clean(nb):
                     outs.append(nbformat.v4.new_output('display_data', data={'text/html':
                         '<p class="widget-note"><em>An interactive widget appears here when the notebook runs in Jupyter or voila '
                         '(<code>voila nbs/06_widgets.ipynb</code>).</em></p>'}))
-                else: outs.append(o)
+                else: outs.append(_plain_links(o))
             c.outputs = outs
             if not c.source and not outs: continue
         cells.append(c)
