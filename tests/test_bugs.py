@@ -82,7 +82,7 @@ def test_04_bad_validation_mask_found_before_training(tmp_path, monkeypatch):
     t = time.time()
     rc, out, err = cli('train', '--data', ds, '--out', 'run', '--bs', '2', *TINY)
     assert rc == 1 and 'Traceback' not in err, err[-2000:]
-    assert str(bad) in err and 'mask values 200 are not class codes' in err   # the check_dataset report
+    assert 'ds (segnet layout' in err and 'valannot/f1.png: mask values 200 are not class codes' in err   # the report: the folder, then its files
     assert 'epoch' not in out and not (tmp_path/'run').exists() and time.time() - t < 60
 
 # ---------------------------------------------------------------- 5
