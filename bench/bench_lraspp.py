@@ -17,7 +17,10 @@ and an evaluation half, where everything is reported).
 
 Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths, no progress bars.
 
-    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run (stage 2 with 56 heads dominates)
+    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run: 30 plain + 30 MESS stage-1 epochs (30 s each
+        here), then stage 2 with 4 heads at all 14 candidates: 56 heads, the ASPP ones on stride 2-4 features; the first full
+        run here had not finished its 8 stage-2 epochs after 55 min (sharing the cores with CI) and was stopped
+    python bench/bench_lraspp.py --positions 3,6,9,12     # stage 2 at 4 candidates (16 heads): a run that fits an afternoon
     python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out lraspp_smoke   # a smoke test
 """
 import json, time, datetime, platform
@@ -45,7 +48,7 @@ def loaders(size, bs, max_items=None):
     return src, dls, labelled_dl(dls, calib, bs=8), labelled_dl(dls, evalp, bs=8)
 
 
-def train(arch, dls, epochs1, lr1, positions=None, grid=None, epochs2=0, lr2=None):
+def train(arch, dls, epochs1, lr1, positions=None, grid=None, epochs2=0, lr2=None, positions2=None):
     "A fixed-schedule run (no checkpoint chosen by validation score): seconds per epoch of each stage"
     set_seed(0, reproducible=True)
     learn = mess_learner(dls, arch=arch, positions=positions, seed=0)
@@ -53,7 +56,7 @@ def train(arch, dls, epochs1, lr1, positions=None, grid=None, epochs2=0, lr2=Non
     with learn.no_bar(), learn.no_logging(): learn.fit_stage1(epochs1, lr1)
     res = dict(stage1_s_per_epoch=(time.perf_counter() - t) / epochs1)
     if grid:
-        learn.to_stage2(grid)
+        learn.to_stage2(grid, positions2)
         t = time.perf_counter()
         with learn.no_bar(), learn.no_logging(): learn.fit_stage2(epochs2, lr2)
         res['stage2_s_per_epoch'] = (time.perf_counter() - t) / epochs2
@@ -69,7 +72,8 @@ def main(model:str='lraspp',     # Which torchvision model: 'lraspp' (lraspp_mob
          epochs2:int=8,         # Stage-2 epochs
          lr1:float=defaults.lr1, # Stage-1 (and plain) maximum learning rate
          lr2:float=defaults.lr2, # Stage-2 maximum learning rate
-         grid:str=','.join(defaults.grid), # Stage-2 heads (at every candidate but the last)
+         grid:str=','.join(defaults.grid), # Stage-2 heads (at every candidate but the last, or at --positions)
+         positions:str='',      # Stage-2 candidate positions, comma-separated; empty: all but the last
          max_exits:int=defaults.max_exits, # Search: at most this many early exits
          reps:int=30,           # Timed runs per piece when profiling
          rounds:int=5,          # Interleaved measurement rounds
@@ -106,7 +110,9 @@ def main(model:str='lraspp',     # Which torchvision model: 'lraspp' (lraspp_mob
     say(f"{tp['stage1_s_per_epoch']:.1f} s/epoch")
 
     say(f"\n== MESS {L}: stage 1 (one sampled exit per iteration), stage 2 (frozen network, every head at every candidate, PFD) ==")
-    lm, tm = train(ARCH, dls, epochs1, lr1, grid=grid, epochs2=epochs2, lr2=lr2)
+    pos2 = [int(v) for v in positions.split(',') if v.strip()] or None
+    res['stage2_positions'] = pos2
+    lm, tm = train(ARCH, dls, epochs1, lr1, grid=grid, epochs2=epochs2, lr2=lr2, positions2=pos2)
     net = lm.model.eval()
     res['mess'] = tm | dict(n_candidates=len(net.candidates), n_heads=len(net.heads), final_taps=net.final_taps)
     say(f"stage 1 {tm['stage1_s_per_epoch']:.1f} s/epoch, stage 2 {tm['stage2_s_per_epoch']:.1f} s/epoch; "
