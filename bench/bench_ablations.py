@@ -9,7 +9,12 @@
 Reports the final-exit mIoU of each stage-1 variant and every head's mIoU with and without PFD on the evaluation
 half (the held-out sequence's second half), and writes results/ablations.json and ablations.txt.
 
-    python bench/bench_ablations.py            # about 1.5 h here on 2 otherwise idle cores
+    python bench/bench_ablations.py                        # all three, in this order; hours here (see below)
+    python bench/bench_ablations.py --parts no_pfd --resume  # one part, kept beside those already in ablations.json
+
+The benchmark network's own runs took 116 s per stage-1 epoch and 300 s per stage-2 epoch here (results/train.txt),
+so 'all' (every exit at every step) takes well over an hour, the plain network about one, and stage 2 without PFD
+about 40 minutes: run the parts one at a time (`--parts`, `--resume`) on otherwise idle cores.
 """
 import json, time, datetime, platform
 from pathlib import Path
@@ -29,35 +34,8 @@ def run_stage1(dls, mode, epochs, lr, output_stride, positions=None):
 
 def records(tab): return json.loads(tab.reset_index().to_json(orient='records'))
 
-@call_parse
-def main(epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaults.lr2,
-         grid:str=','.join(defaults.grid),  # Stage-2 heads (as bench_train.py)
-         output_stride:int=8, bs:int=8, threads:int=2,
-         out:str=str(RESULTS),              # Results folder
-         overwrite:bool=False,              # Replace an existing ablations.json
-        ):
-    "Train the ablation variants; print tables; write ablations.json and ablations.txt"
-    torch.set_num_threads(threads)
-    out = Path(out)
-    if (out/'ablations.json').exists() and not overwrite: raise SystemExit(f"{out.name}/ablations.json exists: pass --overwrite")
-    if not CKPT.exists(): raise SystemExit(f"{CKPT.name} is missing: run bench/bench_train.py first")
-    dls, calib_dl, eval_dl = camvid_loaders(bs)
-    report = []
-    def say(*a):
-        s = ' '.join(str(o) for o in a); print(s, flush=True); report.append(s)
-    def save():   # after every variant: a run stopped part-way keeps what it measured
-        (out/'ablations.json').write_text(json.dumps(res, indent=1, default=float))
-        (out/'ablations.txt').write_text('\n'.join(str(r) for r in report) + '\n')
-    res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
-               epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=grid.split(','), output_stride=output_stride, threads=threads)
-    say("== stage 1 with every exit at every step ('all') ==")
-    la, ta = run_stage1(dls, 'all', epochs1, lr1, output_stride)
-    res['all_stage1'] = dict(s_per_epoch=ta, final_miou_eval=float(la.exit_table(eval_dl).loc[FINAL, 'miou']))
-    say(res['all_stage1']); save()
-    say("== plain single-exit network ==")
-    lp, tp = run_stage1(dls, 'sample', epochs1, lr1, output_stride, positions=[])
-    res['plain'] = dict(s_per_epoch=tp, final_miou_eval=float(lp.exit_table(eval_dl).loc[FINAL, 'miou']))
-    say(res['plain']); save()
+def no_pfd(res, say, dls, eval_dl, grid, epochs2, lr2, output_stride, out):
+    "Stage 2 without PFD on the benchmark network's own stage-1 backbone, against its heads trained with PFD"
     say("== stage 2 without PFD, on the benchmark network's stage-1 backbone ==")
     set_seed(0, reproducible=True)
     ln = mess_learner(dls, seed=0, output_stride=output_stride, positions=[])
@@ -75,5 +53,51 @@ def main(epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaul
                                  heads_better_with_pfd=int((cmp.gain_pp > 0).sum()), n_heads=len(cmp))
     say(cmp.round(4).to_string())
     say(res['pfd_comparison'])
-    save()
+
+
+@call_parse
+def main(epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaults.lr2,
+         grid:str=','.join(defaults.grid),  # Stage-2 heads (as bench_train.py)
+         output_stride:int=8, bs:int=8, threads:int=2,
+         out:str=str(RESULTS),              # Results folder
+         overwrite:bool=False,              # Replace an existing ablations.json
+         parts:str='all,plain,no_pfd',      # Which variants to run, in this order
+         resume:bool=False,                 # Keep the parts already in ablations.json (re-running only those asked for)
+        ):
+    "Train the ablation variants; print tables; write ablations.json and ablations.txt"
+    torch.set_num_threads(threads)
+    out = Path(out)
+    parts = parts.split(',')
+    if bad := set(parts) - {'all', 'plain', 'no_pfd'}: raise SystemExit(f"--parts: unknown {sorted(bad)}; expected all, plain, no_pfd")
+    if (out/'ablations.json').exists() and not (overwrite or resume):
+        raise SystemExit(f"{out.name}/ablations.json exists: pass --resume (add parts) or --overwrite")
+    if not CKPT.exists(): raise SystemExit(f"{CKPT.name} is missing: run bench/bench_train.py first")
+    dls, calib_dl, eval_dl = camvid_loaders(bs)
+    report = []
+    def say(*a):
+        s = ' '.join(str(o) for o in a); print(s, flush=True); report.append(s)
+    def save():   # after every variant: a run stopped part-way keeps what it measured
+        (out/'ablations.json').write_text(json.dumps(res, indent=1, default=float))
+        (out/'ablations.txt').write_text('\n'.join(str(r) for r in report) + '\n')
+    setting = dict(torch=torch.__version__, python=platform.python_version(),
+                   epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=grid.split(','), output_stride=output_stride, threads=threads)
+    res = json.loads((out/'ablations.json').read_text()) if resume and (out/'ablations.json').exists() else {}
+    if res and any(res.get(k) != v for k, v in setting.items() if k not in ('torch', 'python')):
+        raise SystemExit(f"{out.name}/ablations.json was measured with another setting: pass --overwrite")
+    if res: report.extend((out/'ablations.txt').read_text().splitlines())
+    res.update(setting)
+    def stamp(part): res.setdefault('dates', {})[part] = datetime.datetime.now().isoformat(timespec='seconds')
+    for part in parts:
+        if part == 'all':
+            say("== stage 1 with every exit at every step ('all') ==")
+            la, ta = run_stage1(dls, 'all', epochs1, lr1, output_stride)
+            res['all_stage1'] = dict(s_per_epoch=ta, final_miou_eval=float(la.exit_table(eval_dl).loc[FINAL, 'miou']))
+            stamp(part); say(res['all_stage1']); save()
+        elif part == 'plain':
+            say("== plain single-exit network ==")
+            lp, tp = run_stage1(dls, 'sample', epochs1, lr1, output_stride, positions=[])
+            res['plain'] = dict(s_per_epoch=tp, final_miou_eval=float(lp.exit_table(eval_dl).loc[FINAL, 'miou']))
+            stamp(part); say(res['plain']); save()
+        else: no_pfd(res, say, dls, eval_dl, grid, epochs2, lr2, output_stride, out); stamp(part); save()
     print(f"wrote ablations.json and ablations.txt to {out.name}/")
+
