@@ -6,7 +6,7 @@ Docs: https://mess-fast.github.io/mess_fast/distributed.html.md"""
 
 # %% ../nbs/09_distributed.ipynb #e536b137
 from __future__ import annotations
-import codecs, importlib, importlib.util, os, subprocess, sys, tempfile, threading
+import codecs, importlib, importlib.util, os, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 import torch
@@ -99,7 +99,10 @@ def distrib_launch(target:str,            # 'package.module:function' or 'path/t
         except BaseException: _stop(p); raise
         finally: relay.join(10)
         r = torch.load(res, weights_only=False) if res.exists() else None
+        others = sorted(Path(d).glob(res.name + '.rank*'), key=lambda f: int(f.name.rpartition('rank')[2]))
+        other = torch.load(others[0], weights_only=False) if others else None
     if r is not None and not r['ok']: raise r['error']          # rank 0's own exception
+    if r is None and other is not None: raise other['error']   # rank 0 was stopped when another rank failed first: that rank's exception
     if p.returncode != 0 or r is None:
         if quiet: sys.stderr.write(relay.tail())
         raise RuntimeError(f"distributed run of {target} on {nproc} processes failed: accelerate launch exited with code "
@@ -107,16 +110,26 @@ def distrib_launch(target:str,            # 'package.module:function' or 'path/t
     return r['value']
 
 def _save_result(r:dict, dest:str):
-    if rank_distrib(): return
-    try: torch.save(r, dest)
+    "Rank 0 writes its result or exception to `dest`; another rank writes only an exception, to `dest.rank<N>`"
+    rank = rank_distrib()
+    if rank and r['ok']: return
+    if rank: dest = f'{dest}.rank{rank}'
+    tmp = f'{dest}.tmp'
+    try: torch.save(r, tmp)
     except Exception as e:   # an exception that does not pickle still comes back, as text
-        torch.save(dict(ok=False, error=RuntimeError(f"rank 0 failed: {r.get('error', e)!r}")), dest)
+        torch.save(dict(ok=False, error=RuntimeError(f"rank {rank} failed: {r.get('error', e)!r}")), tmp)
+    os.replace(tmp, dest)    # whole or absent: the launcher may stop this process at any moment
 
 def _run_worker(spec_file):
     "What each launched process runs: the target, then rank 0 writes its result (or its exception)"
     spec = torch.load(spec_file, weights_only=False)
     try: r = dict(ok=True, value=_resolve(spec['target'])(*spec['args'], **spec['kwargs']))
-    except Exception as e: _save_result(dict(ok=False, error=e), spec['result']); raise
+    except Exception as e:
+        _save_result(dict(ok=False, error=e), spec['result'])
+        if rank_distrib():   # this exit makes the launcher stop every process: give rank 0 a moment to write its own result
+            t0 = time.monotonic()
+            while not Path(spec['result']).exists() and time.monotonic() - t0 < 10: time.sleep(0.1)
+        raise
     _save_result(r, spec['result'])
     if dist.is_initialized(): dist.destroy_process_group()
 

@@ -77,6 +77,11 @@ def fail(msg:str):
     "A target that fails on every rank"
     raise ValueError(msg)
 
+def fail_on(rank:int, msg:str, seconds:float=120):
+    "A target that fails on `rank` only; the other ranks are still working (sleeping) when it does"
+    if rank_distrib() == rank: raise ValueError(msg)
+    time.sleep(seconds)
+
 def sleep(out:str, seconds:float=600):
     "A target that outlives its timeout; each rank leaves its pid behind"
     Path(out, f"pid{rank_distrib()}").write_text(str(os.getpid()))

@@ -92,6 +92,11 @@ def test_launcher_reraises_rank0_error():
     with pytest.raises(ValueError, match='from the worker'):
         distrib_launch(f"{WORKER}:fail", 2, args=('from the worker',), timeout=300, threads=1, quiet=True)
 
+def test_launcher_reraises_other_ranks_error():
+    "When another rank fails first, the launcher stops rank 0 before it returns anything: the failing rank's exception comes back"
+    with pytest.raises(ValueError, match='rank 1 only'):
+        distrib_launch(f"{WORKER}:fail_on", 2, args=(1, 'rank 1 only'), timeout=300, threads=1, quiet=True)
+
 def test_launcher_timeout_stops_every_process(tmp_path):
     import os, time
     with pytest.raises(TimeoutError, match='did not finish within 60 s'):
