@@ -14,7 +14,7 @@ half (the held-out sequence's second half), and writes results/ablations.json an
 
 The benchmark network's own runs took 116 s per stage-1 epoch and 300 s per stage-2 epoch here (results/train.txt),
 so 'all' (every exit at every step) takes well over an hour, the plain network about one, and stage 2 without PFD
-about 40 minutes: run the parts one at a time (`--parts`, `--resume`) on otherwise idle cores.
+32 minutes: run the parts one at a time (`--parts`, `--resume`) on otherwise idle cores.
 """
 import json, time, datetime, platform
 from pathlib import Path

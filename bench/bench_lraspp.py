@@ -20,7 +20,7 @@ Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths,
     python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run: 30 plain + 30 MESS stage-1 epochs (30 s each
         here), then stage 2 with 4 heads at all 14 candidates: 56 heads, the ASPP ones on stride 2-4 features; the first full
         run here had not finished its 8 stage-2 epochs after 55 min (sharing the cores with CI) and was stopped
-    python bench/bench_lraspp.py --positions 3,6,9,12     # stage 2 at 4 candidates (16 heads): a run that fits an afternoon
+    python bench/bench_lraspp.py --positions 3,6,9,12     # stage 2 at 4 candidates (16 heads): 35 min here
     python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out lraspp_smoke   # a smoke test
 """
 import json, time, datetime, platform
