@@ -15,12 +15,14 @@ and an evaluation half, where everything is reported).
    plain network, the MESS network's own final exit, and the three picks (mIoU, mean latency per image, exit histogram); also the search's exact
    predictions on the evaluation half (its cache).
 
-Writes results/lraspp.json (and lraspp.txt: the printed tables); no local paths, no progress bars.
+Writes results/<model>.json (lraspp.json, deeplabv3_mbv3.json; and the .txt beside it: the printed tables); no local
+paths, no progress bars.
 
-    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run: 30 plain + 30 MESS stage-1 epochs (30 s each
+    python bench/bench_lraspp.py [--model deeplabv3_mbv3]  # the full run: 30 plain + 30 MESS stage-1 epochs (LR-ASPP: 20-27 s each
         here), then stage 2 with 4 heads at all 14 candidates: 56 heads, the ASPP ones on stride 2-4 features; the first full
         run here had not finished its 8 stage-2 epochs after 55 min (sharing the cores with CI) and was stopped
     python bench/bench_lraspp.py --positions 3,6,9,12     # stage 2 at 4 candidates (16 heads): 35 min here
+    python bench/bench_lraspp.py --model deeplabv3_mbv3 --positions 3,6,9,12   # 59 min here (43-44 s per stage-1 epoch)
     python bench/bench_lraspp.py --max-items 8 --epochs1 1 --epochs2 1 --reps 2 --rounds 1 --out lraspp_smoke   # a smoke test
 """
 import json, time, datetime, platform
