@@ -46,13 +46,40 @@ def http_server(folder):
         yield base
     finally: p.terminate(); p.wait(10)
 
+# Kernels started by the voila server below run this at start-up (a private IPython dir, so the user's profile,
+# history database and start-up files play no part): `kill -USR1 <kernel>` writes every thread's Python stack to the
+# kernel's real stderr, which is the voila log.
+_KERNEL_STARTUP = "import faulthandler, signal, sys\nfaulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)\n"
+
+def voila_diagnose(proc, out_path):
+    "What a stalled voila page's server and kernels are doing: a process table in `out_path`, the kernels' Python stacks in the voila log"
+    import psutil
+    rows = []
+    for p in psutil.process_iter(['pid', 'ppid', 'status', 'cpu_times', 'num_threads', 'cmdline']):
+        i = p.info; ct = i['cpu_times']
+        rows.append(f"{i['pid']:>7} {i['ppid']:>7} {i['status']:<9} cpu {ct.user + ct.system if ct else 0:8.1f}s "
+                    f"threads {i['num_threads'] or 0:>3}  {' '.join(i['cmdline'] or [])[:200]}")
+    kernels = [c for c in psutil.Process(proc.pid).children(recursive=True) if 'ipykernel' in ' '.join(c.cmdline())]
+    load = os.getloadavg()
+    Path(out_path).write_text(f"load average {load}\nkernels {[k.pid for k in kernels]}\n" + '\n'.join(rows) + '\n')
+    for k in kernels:
+        try: k.send_signal(signal.SIGUSR1)
+        except psutil.Error: pass
+    time.sleep(1)
+
 @contextmanager
 def voila(notebook, timeout=120, log_path=None):
-    "A voila server (offline template: no CDN links) serving `notebook`; yields its base URL and always shuts it and its kernels down"
+    """A voila server (offline template: no CDN links) serving `notebook`; yields its base URL and the server process,
+    and always shuts it and its kernels down"""
     try: import voila as _  # noqa: F401
     except ImportError: pytest.skip('voila is not installed (pip install voila)')
+    import tempfile
     port = free_port()
-    env = dict(os.environ, JUPYTER_PATH=str(HERE/'voila'), PYTHONUNBUFFERED='1', MPLBACKEND='module://matplotlib_inline.backend_inline')
+    ipy = Path(tempfile.mkdtemp(prefix='mess-voila-ipython-'))
+    (ipy/'profile_default'/'startup').mkdir(parents=True)
+    (ipy/'profile_default'/'startup'/'00-faulthandler.py').write_text(_KERNEL_STARTUP)
+    env = dict(os.environ, JUPYTER_PATH=str(HERE/'voila'), PYTHONUNBUFFERED='1', MPLBACKEND='module://matplotlib_inline.backend_inline',
+               IPYTHONDIR=str(ipy))
     cmd = [sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', '--Voila.port_retries=0',
            '--template=offline', '--VoilaConfiguration.extension_denylist=jupyterlab-jupytext', '--show_tracebacks=True']
     log_path = Path(log_path or ARTIFACTS/f'voila-{port}.log'); log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +97,9 @@ def voila(notebook, timeout=120, log_path=None):
             except OSError: pass
             if time.monotonic() > deadline: raise TimeoutError(f'voila not up after {timeout}s:\n{log_path.read_text()[-3000:]}')
             time.sleep(0.25)
-        yield base
+        yield base, proc
     finally:
+        shutil.rmtree(ipy, ignore_errors=True)
         if proc.poll() is None:
             proc.terminate()
             try: proc.wait(15)

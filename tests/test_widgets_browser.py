@@ -2,7 +2,7 @@
 import re, time
 from pathlib import Path
 import pytest
-from browser import chrome, voila, ARTIFACTS
+from browser import chrome, voila, voila_diagnose, ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'06_widgets.ipynb'
@@ -31,15 +31,16 @@ def test_explorer_in_voila(tmp_path):
         r = res.evaluate(cfg)
         return cfg, r, f"{r['miou'] * 100:.2f}%" in text and f"{r['latency']:.2f} ms" in text
     try:
-        with voila(NB, log_path=ARTIFACTS/'voila.log') as base:
+        with voila(NB, log_path=ARTIFACTS/'voila.log') as (base, proc):
             d.get(base)
             rendered = lambda: 'mIoU' in readout() and pareto_src()
             try: _wait(rendered, what='the explorer to render')
-            except TimeoutError:   # keep what the page showed, then give voila one fresh kernel (a loaded machine can stall the first start)
+            except TimeoutError:   # keep what the page showed and what the kernel was doing, then give voila one fresh kernel
                 d.save_screenshot(str(ARTIFACTS/'widgets_voila_stalled.png'))
                 (ARTIFACTS/'widgets_voila_stalled.txt').write_text(d.find_element(By.TAG_NAME, 'body').text)
+                voila_diagnose(proc, ARTIFACTS/'widgets_voila_stalled_ps.txt')   # process table; kernel stacks go to voila.log
                 d.get(base)
-                _wait(rendered, what='the explorer to render (second page load; first: tests/artifacts/widgets_voila_stalled.*)')
+                _wait(rendered, what='the explorer to render (second page load; first: tests/artifacts/widgets_voila_stalled*, voila.log)')
             cfg0, _, ok = numbers_of(readout())
             assert ok and cfg0 == res.targets().config.iloc[1], readout()          # opens at the 0.1 pp pick, with its exact numbers
             img0, text0 = pareto_src(), readout()
