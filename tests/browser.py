@@ -1,5 +1,5 @@
 "Headless Chromium (Debian's chromium + chromium-driver, through selenium) and a local voila server, for the tests that look at pages as a person would."
-import os, shutil, signal, socket, subprocess, sys, time, urllib.request
+import os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 import pytest
@@ -50,9 +50,20 @@ def http_server(folder):
 # history database and start-up files play no part): `kill -USR1 <kernel>` writes every thread's Python stack to the
 # kernel's real stderr, which is the voila log.
 _KERNEL_STARTUP = "import faulthandler, signal, sys\nfaulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)\n"
+# The voila server itself: `kill -USR2 <server>` writes where each of its asyncio tasks waits to its stderr (the voila log).
+_SERVER_START = """
+import asyncio, io, signal, sys
+def _tasks(*_):
+    out = io.StringIO()
+    for t in asyncio.all_tasks(asyncio._get_running_loop()): t.print_stack(file=out)
+    sys.stderr.write('voila server asyncio tasks:\\n' + out.getvalue()); sys.stderr.flush()
+signal.signal(signal.SIGUSR2, _tasks)
+from voila.app import main
+sys.exit(main())
+"""
 
 def voila_diagnose(proc, out_path):
-    "What a stalled voila page's server and kernels are doing: a process table in `out_path`, the kernels' Python stacks in the voila log"
+    "What a stalled voila page's server and kernels are doing: a process table in `out_path`; the kernels' Python stacks and the server's asyncio tasks in the voila log"
     import psutil
     rows = []
     for p in psutil.process_iter(['pid', 'ppid', 'status', 'cpu_times', 'num_threads', 'cmdline']):
@@ -65,6 +76,7 @@ def voila_diagnose(proc, out_path):
     for k in kernels:
         try: k.send_signal(signal.SIGUSR1)
         except psutil.Error: pass
+    if proc.poll() is None: proc.send_signal(signal.SIGUSR2)
     time.sleep(1)
 
 @contextmanager
@@ -73,14 +85,13 @@ def voila(notebook, timeout=120, log_path=None):
     and always shuts it and its kernels down"""
     try: import voila as _  # noqa: F401
     except ImportError: pytest.skip('voila is not installed (pip install voila)')
-    import tempfile
     port = free_port()
     ipy = Path(tempfile.mkdtemp(prefix='mess-voila-ipython-'))
     (ipy/'profile_default'/'startup').mkdir(parents=True)
     (ipy/'profile_default'/'startup'/'00-faulthandler.py').write_text(_KERNEL_STARTUP)
     env = dict(os.environ, JUPYTER_PATH=str(HERE/'voila'), PYTHONUNBUFFERED='1', MPLBACKEND='module://matplotlib_inline.backend_inline',
                IPYTHONDIR=str(ipy))
-    cmd = [sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', '--Voila.port_retries=0',
+    cmd = [sys.executable, '-c', _SERVER_START, str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', '--Voila.port_retries=0',
            '--template=offline', '--VoilaConfiguration.extension_denylist=jupyterlab-jupytext', '--show_tracebacks=True']
     log_path = Path(log_path or ARTIFACTS/f'voila-{port}.log'); log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, 'w')

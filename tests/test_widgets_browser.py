@@ -32,15 +32,22 @@ def test_explorer_in_voila(tmp_path):
         return cfg, r, f"{r['miou'] * 100:.2f}%" in text and f"{r['latency']:.2f} ms" in text
     try:
         with voila(NB, log_path=ARTIFACTS/'voila.log') as (base, proc):
-            d.get(base)
             rendered = lambda: 'mIoU' in readout() and pareto_src()
-            try: _wait(rendered, what='the explorer to render')
-            except TimeoutError:   # keep what the page showed and what the kernel was doing, then give voila one fresh kernel
-                d.save_screenshot(str(ARTIFACTS/'widgets_voila_stalled.png'))
-                (ARTIFACTS/'widgets_voila_stalled.txt').write_text(d.find_element(By.TAG_NAME, 'body').text)
-                voila_diagnose(proc, ARTIFACTS/'widgets_voila_stalled_ps.txt')   # process table; kernel stacks go to voila.log
+            # voila 0.5.13 (nbclient 0.11, jupyter_client 8.10, pyzmq 27.3) sometimes stops streaming the page after
+            # the explorer's cell although the kernel has run it: here on 5 of 21 page loads fetched without a browser.
+            # The kernel's stacks show it idle, voila's --debug log has the cell's outputs and its idle status, and
+            # the server's asyncio tasks show nbclient still waiting for that cell's execute_reply on the shell
+            # channel (`shell_channel.get_msg` in `_async_poll_for_reply`, no timeout): a reply the kernel sent and
+            # the server's poll never wakes for. A page load that stalls keeps what it showed and what the processes
+            # were doing, and the page is loaded again, with a fresh kernel; a normal load renders in 15-35 s here.
+            for attempt in range(1, 5):
                 d.get(base)
-                _wait(rendered, what='the explorer to render (second page load; first: tests/artifacts/widgets_voila_stalled*, voila.log)')
+                try: _wait(rendered, timeout=90, what='the explorer to render'); break
+                except TimeoutError:
+                    d.save_screenshot(str(ARTIFACTS/f'widgets_voila_stalled{attempt}.png'))
+                    (ARTIFACTS/f'widgets_voila_stalled{attempt}.txt').write_text(d.find_element(By.TAG_NAME, 'body').text)
+                    voila_diagnose(proc, ARTIFACTS/f'widgets_voila_stalled{attempt}_ps.txt')   # process table; kernel stacks go to voila.log
+            else: raise TimeoutError('the explorer did not render in 4 page loads (see tests/artifacts/widgets_voila_stalled*, voila.log)')
             cfg0, _, ok = numbers_of(readout())
             assert ok and cfg0 == res.targets().config.iloc[1], readout()          # opens at the 0.1 pp pick, with its exact numbers
             img0, text0 = pareto_src(), readout()
