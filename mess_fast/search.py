@@ -22,8 +22,8 @@ from .profile import LatencyProfile
 from .cache import ExitCache, ExitConfig, flops_costs
 
 # %% auto #0
-__all__ = ['TARGETS', 'RESULT_FORMAT', 'pareto_mask', 'Front', 'search_space', 'ChainSearch', 'SearchResult', 'search', 'Target',
-           'measure', 'check_picks']
+__all__ = ['ACCURACIES', 'TARGETS', 'RESULT_FORMAT', 'pareto_mask', 'Front', 'search_space', 'ChainSearch', 'SearchResult',
+           'search', 'Target', 'measure', 'check_picks']
 
 # %% ../nbs/06b_search.ipynb #737e2a6c
 def pareto_mask(acc:np.ndarray, cost:np.ndarray)->np.ndarray:
@@ -64,6 +64,8 @@ def search_space(cache:ExitCache, heads, max_exits:int, th_pix, th_img, per_exit
     return n + len(heads) + 1
 
 # %% ../nbs/06b_search.ipynb #ff32a2dd
+ACCURACIES = ('miou', 'agreement')
+
 class ChainSearch:
     "Every chain of early exits on a cache, evaluated with matrix products: the per-image tables and the fronts they fill"
     def __init__(self,
@@ -73,20 +75,25 @@ class ChainSearch:
                  th_img:list,     # Image thresholds, sorted
                  costs:list,      # `ExitCosts` (one front per cost)
                  max_exits:int=defaults.max_exits, # Longest chain
+                 accuracy:str='miou', # What the fronts maximise: 'miou' (against the cache's reference) or 'agreement' with the final exit
                 ):
-        store_attr('cache,heads,th_pix,th_img,costs,max_exits')
+        if accuracy not in ACCURACIES: raise ValueError(f"accuracy must be one of {ACCURACIES}, got {accuracy!r}")
+        if accuracy == 'agreement' and cache.agree is None: raise ValueError("accuracy='agreement' needs a cache with agreement counts: build it again")
+        store_attr('cache,heads,th_pix,th_img,costs,max_exits,accuracy')
         self.N, self.C, self.void = cache.n_images, cache.n_classes, cache.void
         self.eidx = [cache.keys.index(k) for k in heads]
         self.pos = np.array([cache.pos[i] for i in self.eidx])
         tp = np.diagonal(cache.cms, axis1=-2, axis2=-1).astype(np.float32)            # (N, exits, C) true positives
         pr = cache.cms.sum(-2).astype(np.float32)                                     # predicted pixels per class
-        self.U = torch.from_numpy(np.concatenate([tp, pr], -1))                       # (N, exits, 2C)
+        ag = (cache.agree if cache.agree is not None else np.zeros(cache.cms.shape[:2]))[..., None].astype(np.float32)
+        self.U = torch.from_numpy(np.concatenate([tp, pr, ag], -1))                   # (N, exits, 2C + 1): + pixels agreeing with the final exit
+        self.n_pix = float(cache.n_pix.sum()) if cache.n_pix is not None else 1.
         self.SF = self.U[:, -1]                                                       # the final exit's
         self.gt = cache.cms[:, -1].sum((0, 2)).astype(np.float64)                     # labelled pixels per class (the same at every exit)
         self.pidx = [cache.th_pix_index(t) for t in th_pix]
         conf = np.stack([np.stack([cache.conf(k, t) for t in th_pix], -1) for k in heads], 1)   # (N, E, P) float32
         self.b = torch.from_numpy(reached(conf, th_img).astype(np.int64))             # leaves at threshold index k iff k < b
-        self.T, self.D, self.n2 = len(th_img), 2 * self.C + max_exits + 1, 2 * self.C
+        self.T, self.D, self.n2 = len(th_img), 2 * self.C + 1 + max_exits + 1, 2 * self.C + 1
         cls = [c for c in range(self.C) if c != self.void]
         self.present = torch.tensor([c for c in cls if self.gt[c] > 0], dtype=torch.long)
         self.absent = torch.tensor([c for c in cls if self.gt[c] == 0], dtype=torch.long)
@@ -112,9 +119,11 @@ def screen(self:ChainSearch, tot:torch.Tensor, chain:list, make):
     "Put the configurations of `tot` (rows: summed numbers, `chain`: exit indices) that may be on a front on it; `make(row)` names one"
     C, n2, pi, ai = self.C, self.n2, self.present, self.absent
     self.n_configs += tot.shape[0]
-    den = tot[:, C + pi] - tot[:, pi]; den += torch.from_numpy(self.gt[pi.numpy()].astype(np.float32))
-    cnt = float(len(pi)) + ((tot[:, C + ai] > 0).sum(1) if len(ai) else 0)
-    acc32 = ((tot[:, pi] / den).sum(1) / cnt).numpy()
+    if self.accuracy == 'agreement': acc32 = (tot[:, n2 - 1] / self.n_pix).numpy()
+    else:
+        den = tot[:, C + pi] - tot[:, pi]; den += torch.from_numpy(self.gt[pi.numpy()].astype(np.float32))
+        cnt = float(len(pi)) + ((tot[:, C + ai] > 0).sum(1) if len(ai) else 0)
+        acc32 = ((tot[:, pi] / den).sum(1) / cnt).numpy()
     cntx = tot[:, n2:n2 + len(chain) + 1]
     exact, ks = None, [self.heads[e] for e in chain]
     for c in self.costs:
@@ -123,7 +132,8 @@ def screen(self:ChainSearch, tot:torch.Tensor, chain:list, make):
         cand = np.flatnonzero(~self.fronts[c.kind].beaten(acc32 + 1e-5, c32 - 1e-4 * np.abs(c32) - 1))
         if not len(cand): continue
         if exact is None:   # the exact mIoU of every row that survives some screen, once
-            exact = miou_rows(tot[:, :C].numpy().astype(np.float64), tot[:, C:n2].numpy().astype(np.float64), self.gt, self.void)
+            exact = (tot[:, n2 - 1].numpy().astype(np.float64) / self.n_pix if self.accuracy == 'agreement' else
+                     miou_rows(tot[:, :C].numpy().astype(np.float64), tot[:, C:2 * C].numpy().astype(np.float64), self.gt, self.void))
         t = torch.as_tensor(cand)
         cost = (cntx[t].long() @ cu).numpy()
         keep = pareto_mask(exact[cand], cost)
@@ -152,6 +162,14 @@ def walk(self:ChainSearch, chain:list, X:torch.Tensor, acc:torch.Tensor, p_fixed
             self.walk(chain + [(e, p)], X2, acc2, p_fixed)
 
 @patch
+def accuracy_of(self:ChainSearch, cfg:ExitConfig)->float:
+    "The accuracy the fronts maximise, of one configuration, exactly (what `screen` computes for many at once)"
+    r = self.cache.evaluate(cfg)
+    if self.accuracy == 'miou': return r['miou']
+    idx = {k: i for i, k in enumerate(self.cache.keys)}
+    return float(self.cache.agree[np.arange(self.N), [idx[k] for k in r['exits']]].sum() / self.n_pix)
+
+@patch
 def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True)->dict:
     "Walk every chain and add the budgeted networks: {cost kind: [ExitConfig, ...]} on the fronts, cheapest first"
     total = search_space(self.cache, self.heads, self.max_exits, self.th_pix, self.th_img, per_exit_th_pix)
@@ -164,7 +182,7 @@ def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True)->dict:
                 self.walk([], torch.ones(1, self.N), torch.zeros(1, self.D), p_fixed)
         for k in list(self.heads) + [FINAL]:   # the budgeted networks: every exit alone, no policy
             cfg = ExitConfig(budget=k); self.n_configs += 1
-            a = self.cache.evaluate(cfg)['miou']
+            a = self.accuracy_of(cfg)
             for c in self.costs:
                 u = c.units(c.budget[k]) * self.N
                 if not self.fronts[c.kind].beaten(np.array([a]), np.array([u]))[0]: self.fronts[c.kind].add(np.array([a]), [u], [cfg])
@@ -209,7 +227,7 @@ class SearchResult:
         r = self.evaluate(cfg)
         return dict(config=cfg, name=cfg.name, n_exits=0 if cfg.budget is not None else len(cfg.exits),
                     miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency', np.nan), speedup=r.get('speedup', np.nan),
-                    gflops=r['flops'], flops_ratio=r['flops_ratio'],
+                    gflops=r['flops'], flops_ratio=r['flops_ratio'], disagreement=r.get('disagreement', np.nan),
                     hist=' '.join(f"{k}:{v}" for k, v in r['hist'].items()))
 
     def front(self, cost:str='latency')->pd.DataFrame:
@@ -231,6 +249,7 @@ def search(cache:ExitCache,            # Built on the calibration split
            th_pix=None,                 # Pixel thresholds to try (a subset of the cache's grid); None: all of it
            per_exit_th_pix:bool=False,  # One pixel threshold per exit (much larger space) instead of one shared
            heads=None,                  # Restrict the early exits to these cached heads; None: all
+           accuracy:str='miou',         # What the fronts maximise: 'miou', or 'agreement' with the final exit (a label-free cache's natural score)
            progress:bool=True,          # Show a progress bar (configurations done, out of how many, and the time left)
           )->SearchResult:
     "Enumerate every configuration exactly on `cache`; the Pareto fronts for latency and GFLOPs, and the picks"
@@ -244,10 +263,10 @@ def search(cache:ExitCache,            # Built on the calibration split
     if profile is not None and (miss := [k for k in cache.keys if k not in profile.exit_keys]):
         raise KeyError(f"The latency profile has no rows for exits {miss}: profile the same network")
     costs = [flops_costs(cache)] + ([profile.costs(cache.keys)] if profile is not None else [])
-    cs = ChainSearch(cache, heads, th_pix, th_img, costs, max_exits)
+    cs = ChainSearch(cache, heads, th_pix, th_img, costs, max_exits, accuracy)
     fronts = cs.run(per_exit_th_pix, progress)
-    return SearchResult(cache, costs, fronts, dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit_th_pix, heads=heads),
-                        cs.n_configs, time.perf_counter() - t0)
+    return SearchResult(cache, costs, fronts, dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit_th_pix,
+                                                   heads=heads, accuracy=accuracy), cs.n_configs, time.perf_counter() - t0)
 
 # %% ../nbs/06b_search.ipynb #s0000021
 @dataclass(frozen=True)
