@@ -1,33 +1,31 @@
 """Exit search: the cache evaluates every configuration exactly as the predictor runs it (and as a brute force written here),
-threshold boundaries, Pareto fronts against full enumeration, targets and constraints with known answers, deployment and files."""
+threshold boundaries, Pareto fronts against full enumeration (exact: integer costs, mIoU summed in one order), targets and
+constraints with known answers, deployment and files. The tiny network, cache and profile are the shared ones of conftest.py."""
 import itertools, json, math
 import numpy as np, pytest, torch, torch.nn.functional as F
-from mess_fast.data import mess_dls, labelled_dl
-from mess_fast.model import MESSNet, FINAL, parse_exit_key
-from mess_fast.predict import ExitPolicy, EarlyExitPredictor
-from mess_fast.profile import profile_net, LatencyProfile
+from mess_fast.core import FINAL
+from mess_fast.heads import parse_exit_key
+from mess_fast.model import MESSNet
+from mess_fast.policy import ExitPolicy, COST_SCALE
+from mess_fast.predict import EarlyExitPredictor
+from mess_fast.cache import ExitCache, ExitConfig, CACHE_FORMAT, build_cache, flops_costs
+from mess_fast.fixtures import TINY_HEADS, TINY_TH_PIX, SYNTH_KEYS, SYNTH_POS, synthetic_cache, hand_profile, tiny_net
 from mess_fast.search import *
 
-HEADS = [f'{p}:{h}' for p in (1, 3, 4, 6) for h in ('fcn-b0', 'fcn-crm-b1-rdi') + (('aspp-crm-b0',) if p >= 4 else ())]
-TH_PIX = (0.1, 0.12, 0.15)          # untrained heads are unsure: their top-1 probability is barely above 1/12
+HEADS, TH_PIX = TINY_HEADS, TINY_TH_PIX
 VOID = 11
 
 @pytest.fixture(scope='module')
-def dls(): return mess_dls(size=(64, 96), bs=4, max_items=8)
+def net(tiny_net): return tiny_net
 
 @pytest.fixture(scope='module')
-def net():
-    torch.manual_seed(0)
-    return MESSNet('resnet18', n_classes=12, output_stride=32, exits=HEADS).eval()
+def dl(tiny_dl): return tiny_dl
 
 @pytest.fixture(scope='module')
-def dl(dls): return labelled_dl(dls, dls.source.valid, bs=4)
+def cache(tiny_cache): return tiny_cache
 
 @pytest.fixture(scope='module')
-def cache(net, dl): return build_cache(net, dl, th_pix=TH_PIX, progress=False)
-
-@pytest.fixture(scope='module')
-def prof(net): return profile_net(net, (64, 96), reps=2, warmup=1, progress=False)
+def prof(tiny_prof): return tiny_prof
 
 # ---------------------------------------------------------------- an independent brute force
 def _lower_median(v): return np.sort(v)[(len(v) - 1) // 2]      # torch's median: the lower one of an even count
@@ -67,7 +65,7 @@ def brute(net, dl):
                 m, c = {}, {}
                 for k in HEADS + [FINAL]:
                     p = len(net.segments) - 1 if k == FINAL else parse_exit_key(k)[0]
-                    nat = net.final_head(feats[p]) if k == FINAL else net.heads[k].classifier(net.heads[k].body(feats[p]))
+                    nat = net.final_head(feats[p]) if k == FINAL else net.heads[k](feats[p])
                     m[k] = F.interpolate(nat, size=x.shape[-2:], mode='bilinear', align_corners=False).argmax(1)[0].numpy()
                     if k != FINAL: c[k] = dict(zip(TH_PIX, _image_conf(nat[0], TH_PIX)))
                 masks.append(m); confs.append(c); ys.append(y.numpy())
@@ -98,7 +96,8 @@ def random_config(cache, rng, max_exits=3):
     return ExitConfig(ks, tps, tis)
 
 # ---------------------------------------------------------------- (a) exactness
-def test_cache_contents(cache, net, dls):
+def test_cache_contents(cache, net, tiny_dls):
+    dls = tiny_dls
     n = len(dls.source.valid)
     assert cache.keys == HEADS + [FINAL] and cache.heads == HEADS and cache.pos == [net.exit_pos(k) for k in cache.keys]
     assert cache.th_pix == list(TH_PIX) and cache.void == VOID and cache.n_images == n and cache.n_classes == 12
@@ -114,11 +113,31 @@ def test_cache_contents(cache, net, dls):
     ct = net.cost_table((64, 96)).set_index('key')
     assert cache.meta['head_gflops'] == pytest.approx({k: ct.gflops[k] for k in cache.keys})
     with pytest.raises(ValueError, match=r"th_pix=0.2 is not in this cache's grid"): cache.conf(HEADS[0], 0.2)
+    # agreement with the final exit, per image and exit
+    assert cache.labelled and cache.agree.shape == (n, len(HEADS) + 1) and (cache.n_pix == 64 * 96).all()
+    assert (cache.agree[:, -1] == cache.n_pix).all() and (cache.agree <= cache.n_pix[:, None]).all()
+    assert np.array_equal(cache.disagreement(), 1 - cache.agree / cache.n_pix[:, None])
+    assert np.array_equal(cache.disagreement(HEADS[2]), cache.disagreement()[:, 2])
 
 def test_brute_force_confidences_equal_the_cache(cache, brute):
-    _, confs, _ = brute
+    masks, confs, _ = brute
     for k in HEADS:
         for tp in TH_PIX: assert np.array_equal(cache.conf(k, tp), np.array([c[k][tp] for c in confs], np.float32)), (k, tp)
+    for k in HEADS + [FINAL]:                                   # and the agreement of every exit's labels with the final exit's
+        assert cache.agree[:, cache.keys.index(k)].tolist() == [int((m[k] == m[FINAL]).sum()) for m in masks], k
+
+def test_label_free_cache(net, dl, tiny_dls, cache):
+    "Of unlabelled frames: the final exit's prediction is the reference; the counts and agreement are those of the labelled cache"
+    from mess_fast.loaders import image_test_dl
+    free = build_cache(net, image_test_dl(tiny_dls, [p[0] for p in tiny_dls.source.valid]), th_pix=TH_PIX, progress=False)
+    assert not free.labelled and free.void is None and free.items == cache.items
+    for a in ('counts', 'totals', 'agree', 'n_pix'): assert np.array_equal(getattr(free, a), getattr(cache, a)), a
+    for i, k in enumerate(free.keys):                           # against the final exit: its agreement is the confusion matrix's trace
+        assert [int(np.trace(m)) for m in free.cms[:, i]] == free.agree[:, i].tolist() and free.cms[:, i].sum((1, 2)).tolist() == free.n_pix.tolist()
+    assert free.evaluate(ExitConfig(budget=FINAL))['miou'] == 1.
+    again = build_cache(net, dl, th_pix=TH_PIX, labelled=False, progress=False)        # labels there, but not used
+    assert not again.labelled and np.array_equal(again.cms, free.cms)
+    with pytest.raises(ValueError, match='labelled=True'): build_cache(net, image_test_dl(tiny_dls, [p[0] for p in tiny_dls.source.valid]), labelled=True, progress=False)
 
 def test_cache_evaluate_equals_predictor_and_brute_force(cache, net, dl, brute):
     rng = np.random.default_rng(0)
@@ -138,6 +157,21 @@ def test_cache_evaluate_equals_predictor_and_brute_force(cache, net, dl, brute):
             mixed += len(set(r['exits'])) > 1 and cfg.budget is None
     assert mixed >= 10 and len(seen_exits) >= 8                 # the configurations did split the images over many exits
 
+def test_global_offset_exact(cache, net, dl):
+    "The policy's global threshold offset moves every image threshold: the cache's exits under an offset are the predictor's"
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        cfg = random_config(cache, rng)
+        if cfg.budget is not None: continue
+        off = float(rng.choice([-0.1, -0.02, 0.03, 0.2]))
+        shifted = ExitConfig(cfg.exits, cfg.th_pix, tuple(t + off for t in cfg.th_img))
+        assert cache.taken(cfg, off) == cache.taken(shifted), (cfg, off)
+        if i < 12:
+            ev = EarlyExitPredictor(net, list(cfg.exits), cfg.policy(cache.base_policy()).with_offset(off)).evaluate(dl)
+            r = cache.evaluate(cfg, offset=off)
+            assert ev['exits'] == r['exits'] and np.array_equal(ev['cm'].numpy(), r['cm']), (cfg, off)
+    assert cache.base_policy().with_offset(0.1).offset == 0.1 and cache.base_policy(offset=0.1) == cache.base_policy().with_offset(0.1)
+
 def test_exact_with_another_policy(net, dl):
     "The cache keeps the base policy's settings (full resolution, entropy, void excluded, no dilation) and stays exact with them"
     pol = ExitPolicy(at='full', window=5, exclude=VOID, kind='entropy', s=1)
@@ -153,7 +187,7 @@ def test_exact_with_another_policy(net, dl):
     assert mixed >= 3
 
 def test_costs_from_the_profile_and_the_cost_table(cache, prof, net):
-    lat, fl = latency_costs(prof, cache.keys), flops_costs(cache)
+    lat, fl = prof.costs(cache.keys), flops_costs(cache)
     ct = net.cost_table((64, 96)).set_index('key')
     for k in HEADS:
         assert lat.leave[k] == pytest.approx(prof.exit_latency(k, policy=True)) and lat.budget[k] == pytest.approx(prof.exit_latency(k))
@@ -165,7 +199,19 @@ def test_costs_from_the_profile_and_the_cost_table(cache, prof, net):
         if cfg.budget is not None: continue
         r = cache.evaluate(cfg, [lat, fl])
         assert r['latency'] == pytest.approx(prof.predict_latency(list(cfg.exits), r['hist']))
-    with pytest.raises(KeyError, match='no rows for exits'): latency_costs(prof, ['2:fcn-b0'])
+    with pytest.raises(KeyError, match='no rows for exits'): prof.costs(['2:fcn-b0'])
+    # costs add up in integer units (1 ns, 1 FLOP): a chain's cost is the same whatever order the images come in
+    for c in (lat, fl):
+        ks = ['1:fcn-b0', '4:aspp-crm-b0']
+        u = c.chain_units(ks)
+        assert all(isinstance(v, int) for v in u) and u[0] == c.units(c.leave['1:fcn-b0'])
+        assert u[1] == c.units(c.visit['1:fcn-b0']) + c.units(c.leave['4:aspp-crm-b0'])
+        assert u[2] == c.units(c.visit['1:fcn-b0']) + c.units(c.visit['4:aspp-crm-b0']) + c.units(c.final)
+        assert c.chain_costs(ks) == [v / COST_SCALE[c.kind] for v in u]
+        hist = {'1:fcn-b0': 3, '4:aspp-crm-b0': 1, FINAL: 5}
+        assert c.total_units(ks, hist) == 3 * u[0] + u[1] + 5 * u[2] and c.mean(ks, hist) == c.total_units(ks, hist) / 9 / COST_SCALE[c.kind]
+        assert c.budgeted('3:fcn-b0') == c.units(c.budget['3:fcn-b0']) / COST_SCALE[c.kind]
+    with pytest.raises(ValueError, match='cost kind'): type(lat)('energy', {}, {}, 0., {})
 
 # ---------------------------------------------------------------- (b) a confidence exactly at a threshold
 def _hand_cache(counts, totals, cms, th_pix=(0.5,), key='1:fcn-b0', meta=None):
@@ -229,68 +275,65 @@ def enumerate_configs(cache, heads, max_exits, th_pix, th_img, per_exit):
                 for ti in itertools.product(th_img, repeat=m): res.append(ExitConfig(ks, tp, ti))
     return res
 
-def check_front(acc, cost, b_acc, b_cost, cfgs, ta=1e-12, tc=1e-9):
-    "The front (cheapest first) is exactly the Pareto set of the enumerated points, up to float rounding (`ta`, `tc`)"
+def exact_points(cache, cfgs, cost, accuracy='miou'):
+    "(accuracy, integer total cost over the images) of each configuration, from the cache's exact evaluation"
+    idx = {k: i for i, k in enumerate(cache.keys)}
+    accs, units = [], []
+    for c in cfgs:
+        r = cache.evaluate(c)
+        accs.append(r['miou'] if accuracy == 'miou' else
+                    cache.agree[np.arange(cache.n_images), [idx[k] for k in r['exits']]].sum() / cache.n_pix.sum())
+        units.append(cost.units(cost.budget[c.budget]) * cache.n_images if c.budget is not None else cost.total_units(c.exits, r['hist']))
+    return np.array(accs, np.float64), np.array(units, np.int64)
+
+def check_front(acc, cost, b_acc, b_cost, cfgs):
+    "The front (cheapest first) is exactly the Pareto set of the enumerated points: no tolerance, equal cost -> the more accurate one"
     assert (np.diff(cost) > 0).all() and (np.diff(acc) > 0).all()    # cheapest first and each point more accurate: none dominates another
     for a, x, c in zip(b_acc, b_cost, cfgs):                          # every configuration is matched or beaten by a front point
-        assert ((cost <= x + tc) & (acc >= a - ta)).any(), c
+        assert ((cost <= x) & (acc >= a)).any(), c
     for a, x in zip(acc, cost):                                       # and no configuration beats a front point
-        assert not (((b_cost <= x + tc) & (b_acc > a + ta)) | ((b_cost < x - tc) & (b_acc >= a - ta))).any(), (a, x)
+        assert not (((b_cost <= x) & (b_acc > a)) | ((b_cost < x) & (b_acc >= a))).any(), (a, x)
+
+def check_search_exact(cache, costs, heads, max_exits, th_pix, th_img, per_exit, accuracy='miou'):
+    "Run the chain search; its fronts hold the exact numbers of their configurations and are the Pareto sets of the enumeration"
+    cs = ChainSearch(cache, heads, list(th_pix), sorted(th_img), costs, max_exits, accuracy)
+    fronts = cs.run(per_exit, progress=False)
+    allcfg = enumerate_configs(cache, heads, max_exits, th_pix, th_img, per_exit)
+    assert len(set(allcfg)) == len(allcfg) == cs.n_configs == search_space(cache, heads, max_exits, th_pix, th_img, per_exit)
+    for c in costs:
+        f, cfgs = cs.fronts[c.kind], fronts[c.kind]
+        assert set(cfgs) <= set(allcfg) and len(cfgs) >= 3
+        a, u = exact_points(cache, cfgs, c, accuracy)
+        assert np.array_equal(f.cost, u) and np.array_equal(f.acc, a), c.kind   # the search's own numbers, bitwise
+        assert [cs.accuracy_of(x) for x in cfgs] == a.tolist()
+        check_front(a, u, *exact_points(cache, allcfg, c, accuracy), allcfg)
+    return fronts, allcfg
 
 @pytest.mark.parametrize('per_exit', [False, True])
 def test_fronts_against_enumeration(cache, prof, per_exit):
     heads = ['1:fcn-b0', '1:fcn-crm-b1-rdi', '3:fcn-b0', '4:fcn-crm-b1-rdi']
     th_pix, th_img = (0.12, 0.15), (0.05, 0.1, 0.7, 0.9)
+    fronts, allcfg = check_search_exact(cache, [flops_costs(cache), prof.costs(cache.keys)], heads, 3, th_pix, th_img, per_exit)
+    assert len(allcfg) == (1381 if per_exit else 453)
     res = search(cache, prof, max_exits=3, th_img=th_img, th_pix=th_pix, heads=heads, per_exit_th_pix=per_exit, progress=False)
-    allcfg = enumerate_configs(cache, heads, 3, th_pix, th_img, per_exit)
-    assert len(set(allcfg)) == len(allcfg) == res.n_configs == (1381 if per_exit else 453)
-    costs = [latency_costs(prof, cache.keys), flops_costs(cache)]
-    ev = [cache.evaluate(c, costs) for c in allcfg]
-    for kind, col in (('latency', 'latency_ms'), ('flops', 'gflops')):
-        f = res.front(kind)
-        acc, cost = f.miou.to_numpy(), f[col].to_numpy()
-        assert len(f) >= 3 and set(f.config) <= set(allcfg)
-        for c, a, x in zip(f.config, acc, cost):                              # the front's numbers are the exact evaluation
-            e = cache.evaluate(c, costs); assert e['miou'] == a and e[kind] == pytest.approx(x, rel=1e-12)
-        check_front(acc, cost, np.array([e['miou'] for e in ev]), np.array([e[kind] for e in ev]), allcfg)
+    assert res.fronts == fronts and res.n_configs == len(allcfg)
+    costs = [prof.costs(cache.keys), flops_costs(cache)]
+    for kind, col in (('latency', 'latency_ms'), ('flops', 'gflops')):   # the front's table: the exact evaluation
+        for c, a, x in res.front(kind)[['config', 'miou', col]].itertuples(index=False):
+            e = cache.evaluate(c, costs); assert e['miou'] == a and e[kind] == x
 
-def _random_cache(seed=0, n=30, c=5, void=4):
-    "A synthetic cache with many distinct trade-offs: deeper exits are right more often, confidences are random"
-    rng = np.random.default_rng(seed)
-    keys = ['1:fcn-b0', '1:aspp-crm-b0', '3:fcn-b0', '3:fcn-crm-b1-rdi', '5:fcn-b0', FINAL]
-    pos, acc = [1, 1, 3, 3, 5, 7], [0.35, 0.45, 0.55, 0.6, 0.7, 0.85]
-    cms = np.zeros((n, len(keys), c, c), np.int64)
-    for i in range(n):
-        truth = rng.multinomial(200, rng.dirichlet(np.ones(c)))
-        truth[void] = 0
-        for e, a in enumerate(acc):
-            q = np.clip(a + rng.normal(0, 0.25), 0, 1)
-            for t in range(c):
-                right = rng.binomial(truth[t], q)
-                cms[i, e, t] = rng.multinomial(truth[t] - right, np.ones(c) / c); cms[i, e, t, t] += right
-    counts = np.sort(rng.integers(0, 101, (n, len(keys) - 1, 3)), axis=-1)[..., ::-1].copy()
-    meta = dict(net={}, size=[10, 20], n_candidates=8, seg_cum_gflops=[1., 2., 3., 4., 5., 6., 7., 8.],
-                head_gflops=dict(zip(keys, [0.3, 0.9, 0.4, 0.6, 0.5, 2.])))
-    cache = ExitCache(keys, pos, [0.5, 0.7, 0.9], counts, np.full((n, len(keys) - 1), 100), cms, void, ExitPolicy().to_dict(),
-                      [f'im{i}' for i in range(n)], meta)
-    prof = _hand_profile(keys, pos, head_ms=dict(zip(keys, [0.3, 1.1, 0.2, 0.7, 0.4, 2.5])), policy_ms=dict(zip(keys, [0.1, 0.3, 0.2, 0.15, 0.1, 0.1])))
-    return cache, prof
-
+@pytest.mark.parametrize('accuracy', ['miou', 'agreement'])
 @pytest.mark.parametrize('per_exit', [False, True])
-def test_fronts_against_enumeration_synthetic(per_exit):
-    "Many distinct trade-offs: the fronts are exactly the Pareto points of every configuration"
-    cache, prof = _random_cache()
+def test_fronts_against_enumeration_synthetic(per_exit, accuracy):
+    "Many distinct trade-offs (`synthetic_cache`, `hand_profile` with uneven heads): the fronts are exactly the Pareto points of every configuration"
+    cache = synthetic_cache()
+    prof = hand_profile(head_ms=dict(zip(SYNTH_KEYS, [0.3, 1.1, 0.2, 0.7, 0.4, 2.5])), policy_ms=dict(zip(SYNTH_KEYS, [0.1, 0.3, 0.2, 0.15, 0.1, 0.1])))
     th_pix, th_img = (0.5, 0.9), (0.2, 0.4, 0.6, 0.8)
-    res = search(cache, prof, max_exits=3, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit, progress=False)
-    allcfg = enumerate_configs(cache, cache.heads, 3, th_pix, th_img, per_exit)
-    assert len(allcfg) == res.n_configs == (2606 if per_exit else 814)
-    costs = [latency_costs(prof, cache.keys), flops_costs(cache)]
-    ev = [cache.evaluate(c, costs) for c in allcfg]
-    for kind, col in (('latency', 'latency_ms'), ('flops', 'gflops')):
-        f = res.front(kind)
-        acc, cost = f.miou.to_numpy(), f[col].to_numpy()
-        assert len(f) >= 8 and set(f.config) <= set(allcfg)
-        check_front(acc, cost, np.array([e['miou'] for e in ev]), np.array([e[kind] for e in ev]), allcfg)
+    fronts, allcfg = check_search_exact(cache, [prof.costs(cache.keys), flops_costs(cache)], cache.heads, 3, th_pix, th_img, per_exit, accuracy)
+    assert len(allcfg) == (2606 if per_exit else 814)
+    assert all(len(f) >= 8 for f in fronts.values())
+    res = search(cache, prof, max_exits=3, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit, accuracy=accuracy, progress=False)
+    assert res.fronts == fronts and res.settings['accuracy'] == accuracy
 
 def test_pareto_mask():
     assert pareto_mask([0.5, 0.6, 0.4, 0.6, 0.7], [1., 2., 1.5, 3., 3.]).tolist() == [True, True, False, False, True]
@@ -315,25 +358,10 @@ def test_search_space_options(cache):
     with pytest.raises(KeyError, match="'2:fcn-b0'"): search(cache, heads=['2:fcn-b0'], progress=False)
 
 # ---------------------------------------------------------------- (d) targets and constraints with known answers
-def _hand_profile(keys, pos, n=8, policy_at='native', head_ms=None, policy_ms=None):
-    "A latency profile with round numbers: segments 1 ms each, heads 0.5, final head 2, policy 0.25, upsample 0.1, argmax 0.2, overhead 0.05"
-    import pandas as pd
-    head_ms, policy_ms = head_ms or {}, policy_ms or {}
-    rows = [dict(kind='segment', key=f'segment{i}', pos=i, ms=1., cum_ms=float(i + 1), gflops=1.) for i in range(n)]
-    for k, p in zip(keys, pos):
-        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, ms=head_ms.get(k, 2. if k == FINAL else 0.5), cum_ms=np.nan, gflops=1.))
-        rows.append(dict(kind='policy', key=k, pos=p, ms=policy_ms.get(k, 0.25), cum_ms=np.nan, gflops=np.nan))
-    rows += [dict(kind='upsample', key='upsample', pos=None, ms=0.1, cum_ms=np.nan, gflops=np.nan),
-             dict(kind='decode', key='argmax', pos=None, ms=0.2, cum_ms=np.nan, gflops=np.nan),
-             dict(kind='overhead', key='predictor', pos=None, ms=0.05, cum_ms=np.nan, gflops=np.nan)]
-    meta = dict(device='cpu:test', torch=torch.__version__, size=[15, 20], bs=1, threads=torch.get_num_threads(),
-                n_candidates=n, policy_at=policy_at, net={})
-    return LatencyProfile(pd.DataFrame(rows), meta)
-
 def test_targets_and_constraints_known_answers():
     cache = _boundary_case()
-    prof = _hand_profile(cache.keys, cache.pos)
-    lat = latency_costs(prof, cache.keys)
+    prof = hand_profile(cache.keys, cache.pos)
+    lat = prof.costs(cache.keys)
     assert lat.leave == {'1:fcn-b0': pytest.approx(2 + 0.5 + 0.25 + 0.1 + 0.2 + 0.05)} and lat.visit == {'1:fcn-b0': 0.75}
     assert lat.final == pytest.approx(8 + 2 + 0.1 + 0.2 + 0.05) and lat.budget['1:fcn-b0'] == pytest.approx(2 + 0.5 + 0.1 + 0.2 + 0.05)
     res = search(cache, prof, max_exits=1, th_img=(0.9, 0.95), progress=False)
@@ -344,7 +372,9 @@ def test_targets_and_constraints_known_answers():
     assert r['drop_pp'] == 0 and r['speedup'] == pytest.approx(10.35 / 7.1) and r['flops_ratio'] == pytest.approx(10 / 6.5)
     for cost in ('latency', 'flops'):
         tg = res.targets(cost)
-        assert list(tg.index) == ['best mIoU at <= 1x cost', 'lowest cost at <= 0.1 pp drop', 'lowest cost at <= 1 pp drop']
+        assert list(tg.index) == list(TARGETS) == ['best', '0.1pp', '1pp']
+        assert list(tg.target) == [TARGETS[k].label for k in TARGETS] == ['best mIoU at <= 1x cost', 'lowest cost at <= 0.1 pp drop', 'lowest cost at <= 1 pp drop']
+        assert [res.target(k, cost) for k in TARGETS] == [chain] * 3
         assert list(tg.config) == [chain] * 3 and (tg.drop_pp == 0).all()
         assert res.pick(cost, max_drop_pp=70) == early                    # 66.7 pp allowed: the cheapest network
         assert res.pick(cost, min_miou=0.3) == early and res.pick(cost, min_miou=0.34) == chain
@@ -361,6 +391,7 @@ def test_targets_and_constraints_known_answers():
     with pytest.raises(ValueError, match='needs a budget'): res.pick('flops')
     with pytest.raises(ValueError, match='max_drop_pp must be >= 0'): res.pick('flops', max_drop_pp=-1)
     with pytest.raises(ValueError, match='cost must be one of'): res.pick('energy', budget=1.)
+    with pytest.raises(ValueError, match='target must be one of'): res.target('5pp')
     flops_only = search(cache, max_exits=1, th_img=(0.9,), progress=False)
     with pytest.raises(ValueError, match='search with a LatencyProfile'): flops_only.front('latency')
 
@@ -415,7 +446,7 @@ def test_deploy_round_trip(cache, net, dl, tmp_path):
     assert lb.budget == '3:fcn-b0' and list(lb.net.heads) == ['3:fcn-b0']
     assert torch.equal(lb.get_preds(dl)[0], bud.get_preds(dl)[0])
     res.deploy(cfg, net, path=tmp_path/'deployed.pth', overwrite=True)
-    with pytest.raises(ValueError, match='different network'): res.deploy(cfg, MESSNet('resnet18', n_classes=12, output_stride=16, exits=HEADS))
+    with pytest.raises(ValueError, match='different network'): res.deploy(cfg, tiny_net(output_stride=16))
 
 def test_search_result_save_load(cache, prof, tmp_path):
     res = search(cache, prof, max_exits=2, th_img=(0.0, 0.7, 0.9), progress=False)
@@ -442,8 +473,8 @@ def test_exit_cache_save_load(cache, tmp_path):
     p = cache.save(tmp_path/'cache.pt')
     with pytest.raises(FileExistsError): cache.save(p)
     c2 = ExitCache.load(p)
-    for a in ('keys', 'pos', 'th_pix', 'void', 'policy', 'items', 'meta'): assert getattr(c2, a) == getattr(cache, a), a
-    for a in ('counts', 'totals', 'cms'): assert np.array_equal(getattr(c2, a), getattr(cache, a)) and getattr(c2, a).dtype == getattr(cache, a).dtype
+    for a in ('keys', 'pos', 'th_pix', 'void', 'policy', 'items', 'meta', 'labelled'): assert getattr(c2, a) == getattr(cache, a), a
+    for a in ('counts', 'totals', 'cms', 'agree', 'n_pix'): assert np.array_equal(getattr(c2, a), getattr(cache, a)) and getattr(c2, a).dtype == getattr(cache, a).dtype
     rng = np.random.default_rng(3)
     for _ in range(20):
         cfg = random_config(cache, rng)
@@ -452,6 +483,15 @@ def test_exit_cache_save_load(cache, tmp_path):
     with pytest.raises(FileNotFoundError, match='No exit cache'): ExitCache.load(tmp_path/'nope.pt')
     (tmp_path/'junk.pt').write_text('nope')
     with pytest.raises(ValueError, match='junk.pt is not a readable exit cache'): ExitCache.load(tmp_path/'junk.pt')
+    d = torch.load(p, weights_only=True)                        # a cache of the previous format: no agreement counts, labelled
+    for k in ('agree', 'n_pix', 'labelled'): del d[k]
+    torch.save(d | dict(format='mess_fast.ExitCache/1'), tmp_path/'old.pt')
+    old = ExitCache.load(tmp_path/'old.pt')
+    assert old.agree is None and old.labelled and np.array_equal(old.cms, cache.cms)
+    assert old.evaluate(ExitConfig(budget='3:fcn-b0'))['miou'] == cache.evaluate(ExitConfig(budget='3:fcn-b0'))['miou']
+    assert 'disagreement' not in old.evaluate(ExitConfig(budget='3:fcn-b0'))
+    with pytest.raises(ValueError, match='no agreement counts'): old.disagreement()
+    assert CACHE_FORMAT == 'mess_fast.ExitCache/2' and torch.load(p, weights_only=True)['format'] == CACHE_FORMAT
     torch.save({'format': 'something else'}, tmp_path/'other.pt')
     with pytest.raises(ValueError, match='other.pt is not an exit cache'): ExitCache.load(tmp_path/'other.pt')
     with pytest.raises(ValueError, match='not an exit cache'): ExitCache.load(MESSNet('resnet18', n_classes=3, output_stride=32).save(tmp_path/'net.pth'))
@@ -460,7 +500,9 @@ def test_check_picks_predicts_the_measurement(cache, prof, net, dl):
     "On the split a cache was built from, the predicted mIoU and exits of every pick are the measured ones"
     res = search(cache, prof, max_exits=2, th_img=(0.0, 0.7, 0.9, 0.95), th_pix=(0.12,), heads=['1:fcn-crm-b1-rdi', '4:fcn-crm-b1-rdi'], progress=False)
     chk = check_picks(res, net, dl, eval_cache=cache, rounds=1)
-    assert list(chk.index) == ['final (single-exit network)', 'best mIoU at <= 1x cost', 'lowest cost at <= 0.1 pp drop', 'lowest cost at <= 1 pp drop']
+    assert list(chk.index) == [FINAL, 'best', '0.1pp', '1pp']
+    assert list(chk.label) == ['single-exit network'] + [TARGETS[k].label for k in TARGETS]
+    assert list(chk.config) == [ExitConfig(budget=FINAL).name] + [c.name for c in res.targets().config]
     np.testing.assert_allclose(chk.eval_pred_miou, chk.eval_miou, atol=1e-12)
     np.testing.assert_allclose(chk.calib_miou, chk.eval_miou, atol=1e-12)
     assert (chk.eval_latency_ms > 0).all() and chk.eval_drop_pp.iloc[0] == 0
