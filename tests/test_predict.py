@@ -1,17 +1,18 @@
-"Early-exit predictor invariants: exactness vs a full forward, nothing beyond the exit taken, nothing twice, thresholds."
+"Early-exit predictor invariants: exactness vs a full forward, nothing beyond the exit taken, nothing twice, thresholds, the caller's network left as it was."
 import math
 from collections import Counter
 from pathlib import Path
 import numpy as np, pytest, torch
-from mess_fast.model import MESSNet, FINAL, parse_exit_key
+from mess_fast.core import FINAL
+from mess_fast.model import MESSNet
+from mess_fast.policy import ExitPolicy, pixel_confidence
+from mess_fast.fixtures import tiny_net
 from mess_fast.predict import *
 
 EXITS = ['0:fcn-b0', '2:aspp-crm-b0', '4:fcn-b1', '6:fcn-b0']
 
 @pytest.fixture(scope='module')
-def net():
-    torch.manual_seed(0)
-    return MESSNet('resnet18', n_classes=6, output_stride=16, exits=EXITS + ['4:fcn-b0']).eval()
+def net(): return tiny_net(EXITS + ['4:fcn-b0'], n_classes=6, output_stride=16)
 
 @pytest.fixture(scope='module')
 def xb(): return torch.randn(7, 3, 48, 80, generator=torch.Generator().manual_seed(1))
@@ -28,7 +29,7 @@ def spread_policy(net, full, exits, n, **kw):
     ti, rest = {}, torch.arange(n)
     for k in exits:
         if len(rest) == 0: ti[k] = 1.; continue   # every image has left: nobody exits here
-        ic = ExitPolicy(tp, at='full', **kw).image_confidence(full[k][rest], k, net.exit_stride(k))
+        ic = ExitPolicy(tp, at='full', **kw)(full[k][rest], k, net.exit_stride(k))[1]
         ti[k] = float(ic.sort().values[len(ic) // 2]); rest = rest[ic < ti[k]]
     return ExitPolicy(tp, ti, at='full', **kw)
 
@@ -56,7 +57,7 @@ def test_exact_and_minimal(net, xb, kw):
     for i, k in enumerate(r['exits']):
         if k == FINAL: assert math.isnan(r['conf'][i])
         else:
-            c = pol.image_confidence(full[k][i:i+1], k, net.exit_stride(k))[0]     # (the batch there held other images)
+            c = pol(full[k][i:i+1], k, net.exit_stride(k))[1][0]     # (the batch there held other images)
             assert abs(float(r['conf'][i]) - float(c)) < 1e-3 and r['conf'][i] >= np.float32(pol.thresholds(k)[1])
     # rows: each module saw exactly the images still in the batch
     left = len(xb)
@@ -77,10 +78,6 @@ def test_first_and_final(net, xb, at):
     r = EarlyExitPredictor(net, EXITS, ExitPolicy(1., 1., at=at)).predict_batch(xb)
     assert r['exits'] == [FINAL] * len(xb)
     assert torch.equal(r['masks'], full[FINAL].argmax(1))
-
-@pytest.mark.parametrize('bad', [dict(th_img=1.01), dict(th_pix=-0.5), dict(th_pix={'0:fcn-b0': 2}), dict(th_img='x')])
-def test_thresholds_rejected(bad):
-    with pytest.raises(ValueError, match='must be a number in'): ExitPolicy(**bad)
 
 def test_budgeted_every_exit(net, xb):
     pred = EarlyExitPredictor(net, EXITS)
@@ -115,22 +112,15 @@ def test_bad_inputs(net):
         EarlyExitPredictor(net, EXITS[:2], ExitPolicy({'0:fcn-b0': 0.5}, 0.5))
     with pytest.raises(ValueError, match='Duplicate'): EarlyExitPredictor(net, EXITS[:1] * 2)
 
-def test_window_median_full_vs_bruteforce():
-    c = torch.rand(1, 20, 24, generator=torch.Generator().manual_seed(3)); m = torch.zeros_like(c, dtype=torch.bool); m[0, ::3, ::5] = True
-    res = window_median(c, m, 9, chunk=100)
-    for _, i, j in m.nonzero().tolist():
-        assert res[0, i, j] == c[0, max(0, i-4):i+5, max(0, j-4):j+5].flatten().median()
-
 def _camvid():
     from mess_fast.data import camvid_path
     try: return camvid_path()
     except FileNotFoundError as e: pytest.skip(f"full CamVid not found ({e})")
 
 def test_camvid_evaluate_and_report():
-    from mess_fast.data import mess_dls
+    from mess_fast.loaders import mess_dls
     dls = mess_dls(_camvid(), size=(64, 96), bs=4, max_items=8, augment=False, num_workers=0)
-    torch.manual_seed(0)
-    net = MESSNet('resnet18', n_classes=len(dls.vocab), output_stride=32, exits=['2:fcn-b0', '5:fcn-b0']).eval()
+    net = tiny_net(['2:fcn-b0', '5:fcn-b0'], n_classes=len(dls.vocab))
     pred = EarlyExitPredictor(net, ['2:fcn-b0', '5:fcn-b0'], ExitPolicy(0.5, 0.5), dls=dls)
     ev = pred.evaluate(dls.valid)
     assert sum(ev['hist'].values()) == len(dls.valid_ds) and 0 <= ev['miou'] <= 1 and ev['latency_ms'] > 0
@@ -142,46 +132,6 @@ def test_camvid_evaluate_and_report():
     rep = policy_report(net, dls.valid, th_imgs=(0., 1.))
     assert list(rep['mode']) == ['full network', 'early exit', 'early exit']
     assert rep['hist'][1] == {'2:fcn-b0': len(dls.valid_ds)} and rep['hist'][2] == {FINAL: len(dls.valid_ds)}
-
-# ---------------------------------------------------------------- confidence, counts, policy settings
-def test_pixel_confidence_in_float64():
-    g = torch.Generator().manual_seed(5)
-    lg = torch.randn(2, 12, 9, 11, generator=g) * 8
-    c = pixel_confidence(lg)
-    assert c.dtype == torch.float32 and torch.equal(c, lg.double().softmax(1).amax(1).float())
-    p = lg.double().softmax(1)
-    e = pixel_confidence(lg, 'entropy')
-    assert e.dtype == torch.float32 and torch.equal(e, (1 - torch.special.entr(p).sum(1) / math.log(12)).float())
-    assert torch.allclose(e.double(), 1 + (p * p.log()).nansum(1) / math.log(12), atol=1e-7)
-    assert torch.equal(pixel_confidence(lg.half().float()), pixel_confidence(lg.half()))   # any input dtype: float64 inside
-    with pytest.raises(ValueError, match='confidence kind'): pixel_confidence(lg, 'margin')
-
-@pytest.mark.parametrize('kw', [dict(), dict(edge=False), dict(exclude=3), dict(at='full', kind='entropy')])
-def test_policy_counts(kw):
-    g = torch.Generator().manual_seed(6)
-    lg = torch.randn(3, 5, 12, 16, generator=g) * 3
-    pol = ExitPolicy(0.6, 0.5, **kw)
-    ths = [0.3, 0.6, 0.9]
-    ok, n = pol.counts(lg, ths, stride=4)
-    conf, labels = pol.confidence_map(lg, 4)
-    keep = labels != kw['exclude'] if 'exclude' in kw else torch.ones_like(labels, dtype=torch.bool)
-    for j, t in enumerate(ths):
-        assert torch.equal(ok[:, j], ((conf >= torch.tensor(t, dtype=torch.float32)) & keep).sum((1, 2)))
-    assert torch.equal(n, keep.sum((1, 2))) and ok.dtype == n.dtype == torch.int64
-    ic = pol.image_confidence(lg, 'any', 4)
-    assert ic.dtype == torch.float32 and torch.equal(ic, ok[:, 1].float() / n.float())
-    leave, c = pol(lg, 'any', 4)
-    assert torch.equal(c, ic) and torch.equal(leave, ic >= torch.tensor(0.5, dtype=torch.float32))
-
-def test_policy_to_dict_and_thresholds():
-    pol = ExitPolicy({'0:fcn-b0': 0.7, '2:aspp-crm-b0': 0.8}, 0.6, edge=False, s=5, window=7, kind='entropy', at='full', exclude=11)
-    d = pol.to_dict()
-    import json
-    assert ExitPolicy(**json.loads(json.dumps(d))) == pol and ExitPolicy(**d) != ExitPolicy()
-    assert pol.thresholds('0:fcn-b0') == (0.7, 0.6) and pol.thresholds('9:fcn-b0') == (0.8, 0.6)   # unknown exit: the strictest
-    assert pol.window_for(16) == 7 and ExitPolicy().window_for(16) == 5 and ExitPolicy(at='full').window_for(4) == 17
-    for bad in [dict(kind='x'), dict(at='half'), dict(window=4), dict(s=2)]:
-        with pytest.raises(ValueError): ExitPolicy(**bad)
 
 # ---------------------------------------------------------------- budget mode, save/load, prediction on files
 def test_budget_predictor(net, xb):
@@ -234,3 +184,49 @@ def test_predict_files_without_fastai(net, tmp_path):
     assert torch.equal(masks, want['masks']) and exits == want['exits']
     m, k, c = pred.predict(files[1])
     assert torch.equal(m, want['masks'][1]) and k == want['exits'][1]
+
+def test_bad_classes_and_input_tensors():
+    "Bug 16 (user report): `MESSNet('resnet18', n_classes=0)` was accepted; wrongly shaped or typed tensors gave a raw convolution error"
+    for n in (0, 1):
+        with pytest.raises(ValueError, match='n_classes'): MESSNet('resnet18', n_classes=n)
+    pred = EarlyExitPredictor(tiny_net(['2:fcn-b0'], n_classes=3))
+    assert pred.predict_batch(torch.zeros(1, 3, 64, 96))['masks'].shape == (1, 64, 96)
+    for bad, words in [(torch.zeros(2, 1, 64, 96), ['(2, 1, 64, 96)', '(B, 3, H, W)']), (torch.zeros(64, 96), ['(64, 96)']),
+                       (torch.zeros(1, 64, 96, 3), ['(1, 64, 96, 3)']), (torch.zeros(1, 3, 64, 96, dtype=torch.uint8), ['uint8'])]:
+        with pytest.raises((ValueError, TypeError)) as e: pred.predict_batch(bad)
+        assert all(w in str(e.value) for w in words) and 'Expected' in str(e.value), str(e.value)
+
+def test_caller_network_left_as_it_was(xb):
+    "The predictor runs the caller's network itself on its device (no copy), in evaluation mode only during a call, and switches a training network back"
+    net = tiny_net(EXITS, n_classes=6, output_stride=16).train()
+    assert all(m.training for m in net.modules())
+    pred = EarlyExitPredictor(net, EXITS, ExitPolicy(0.3, 0.5))
+    assert pred.net is net and pred.device == torch.device('cpu') and net.training
+    seen = []
+    h = net.segments[0].register_forward_hook(lambda m, i, o: seen.append(m.training))
+    try:
+        r = pred.predict_batch(xb[:3])
+        outs = list(pred.anytime(xb[:2]))
+        ev = pred.evaluate(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xb[:2], torch.zeros(2, 48, 80, dtype=torch.long)), batch_size=2))
+        pred.get_preds(xb[:2])
+    finally: h.remove()
+    assert seen and not any(seen)                                  # evaluation mode while predicting ...
+    assert all(m.training for m in net.modules())                  # ... and every module back in training mode after it
+    with torch.no_grad():
+        net.eval(); want = net(xb[:3]); net.train()
+    for i, k in enumerate(r['exits']): assert torch.equal(r['masks'][i], want[k][i].argmax(0))
+    assert len(outs) == len(EXITS) + 1 and ev['n'] == 2 and all(m.training for m in net.modules())
+    # a network already in evaluation mode stays there; `evaluating` is the context manager behind it
+    net.eval()
+    pred.predict_batch(xb[:1])
+    assert not any(m.training for m in net.modules())
+    with evaluating(net.train()) as n2:
+        assert n2 is net and not net.training
+    assert net.training
+    with pytest.raises(RuntimeError, match='boom'):
+        with evaluating(net): raise RuntimeError('boom')
+    assert net.training                                            # back also after an exception
+    # another device: a copy runs there, the caller's network is not moved
+    meta = torch.device('meta')
+    other = EarlyExitPredictor(net, EXITS, device=meta)
+    assert other.net is not net and next(other.net.parameters()).device == meta and next(net.parameters()).device == torch.device('cpu')
