@@ -1,15 +1,15 @@
-"Latency profile: composition of exit latencies, JSON round trip, clear errors on mismatched profiles."
+"Latency profile: composition of exit latencies, the policy's costs, JSON round trip, clear errors on mismatched or damaged profiles."
 import json, warnings
 import numpy as np, pytest, torch
-from mess_fast.model import MESSNet, FINAL
+from mess_fast.core import FINAL
+from mess_fast.policy import ExitCosts
+from mess_fast.fixtures import tiny_net
 from mess_fast.profile import *
 
 EXITS = ['1:fcn-b0', '3:fcn-crm-b0', '5:aspp-b0']
 
 @pytest.fixture(scope='module')
-def net():
-    torch.manual_seed(0)
-    return MESSNet('resnet18', n_classes=5, output_stride=32, exits=EXITS).eval()
+def net(): return tiny_net(EXITS, n_classes=5)
 
 @pytest.fixture(scope='module')
 def prof(net): return profile_net(net, size=(48, 64), reps=3, warmup=1, progress=False)
@@ -49,9 +49,15 @@ def test_predict_latency_bruteforce(prof, net):
             assert prof.predict_latency([k], {k: 5}) == pytest.approx(prof.exit_latency(k, policy=True))
             assert prof.visit_latency(k) == pytest.approx(ms['head', k] + ms['policy', k])
             assert prof.visit_latency(k, policy=False) == pytest.approx(ms['head', k])
-    assert prof.predict_latency(chain, hist, policy=False) == pytest.approx(
-        sum(n * (segments(pos[j]) + sum(ms['final' if c == FINAL else 'head', c] for c in chain[:j + 1]) + ms['upsample', 'upsample']
-                 + ms['decode', 'argmax']) for j, n in enumerate(hist.values())) / 6)
+    # the same numbers as the policy's cost rule, in integer units (1 ns)
+    c = prof.costs(EXITS + [FINAL])
+    assert isinstance(c, ExitCosts) and c.kind == 'latency' and prof.costs().leave == c.leave
+    assert c.leave == pytest.approx({k: prof.exit_latency(k, policy=True) for k in EXITS}) and c.final == prof.exit_latency(FINAL)
+    assert c.visit == {k: prof.visit_latency(k) for k in EXITS} and c.budget == {k: prof.exit_latency(k) for k in EXITS + [FINAL]}
+    assert c.backbone == {k: prof.backbone_latency(p) for k, p in zip(EXITS + [FINAL], [1, 3, 5, 7])}
+    assert prof.predict_latency(chain, hist) == c.mean(['1:fcn-b0', '5:aspp-b0'], hist)
+    with pytest.raises(KeyError, match=r"no rows for exits \['2:fcn-b0'\]"): prof.costs(['2:fcn-b0'])
+    with pytest.raises(KeyError, match='not among the chosen'): prof.predict_latency(['1:fcn-b0'], {'5:aspp-b0': 1})
     with pytest.raises(ValueError, match='3 counts for 2 exits'): prof.predict_latency(['1:fcn-b0'], [1, 2, 3])
     with pytest.raises(ValueError, match='no image'): prof.predict_latency(['1:fcn-b0'], {FINAL: 0})
     s = prof.summary()
@@ -84,5 +90,28 @@ def test_roundtrip_and_mismatch(prof, tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.json'): LatencyProfile.load(tmp_path/'nope.json')
 
 def test_bad_input_shape():
-    net = MESSNet('resnet18', n_classes=3, output_stride=32).eval()
+    net = tiny_net((), n_classes=3)
     with pytest.raises(ValueError, match=r'expected \(1, 3, 32, 32\)'): profile_net(net, size=(32, 32), x=torch.zeros(2, 3, 32, 32), progress=False)
+
+# ---------------------------------------------------------------- damaged files
+@pytest.fixture(scope='module')
+def profile_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp('prof')/'good.json'
+    profile_net(tiny_net(['2:fcn-b0'], n_classes=3), (32, 32), reps=1, warmup=0, progress=False).save(p)
+    return p
+
+def _drop_meta(d): del d['meta']['n_candidates']; return d
+def _drop_rows(d): del d['rows']; return d
+def _half_rows(d): d['rows'] = d['rows'][:len(d['rows']) // 2]; return d
+def _no_final(d): d['rows'] = [r for r in d['rows'] if r['key'] != 'final']; return d
+
+@pytest.mark.parametrize('damage', ['binary', 'cut', 'meta', 'rows', 'half', 'final'])
+def test_damaged_latency_profile(profile_file, tmp_path, damage):
+    "Bug 11 (user report): binary: UnicodeDecodeError; missing fields: KeyError; truncated rows: loaded silently. Now a ValueError naming the file."
+    LatencyProfile.load(profile_file)                        # the undamaged file loads
+    p, text = tmp_path/'damaged.json', profile_file.read_text()
+    if damage == 'binary': p.write_bytes(b'\x89PNG\r\n\x1a\n\x00\xff\xfe' * 50)
+    elif damage == 'cut': p.write_text(text[:len(text) // 2])
+    else: p.write_text(json.dumps(dict(meta=_drop_meta, rows=_drop_rows, half=_half_rows, final=_no_final)[damage](json.loads(text))))
+    with pytest.raises(Exception) as e: LatencyProfile.load(p)
+    assert type(e.value) is ValueError and str(p) in str(e.value) and 'not a valid mess_fast latency profile' in str(e.value), repr(e.value)
