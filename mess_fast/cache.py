@@ -10,18 +10,18 @@ import json
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-import numpy as np
+import numpy as np, pandas as pd
 import torch
 from fastcore.basics import store_attr, listify, patch
 from fastprogress.fastprogress import progress_bar
 from .core import FINAL, defaults, plain, confusion, miou, atomic_write
 from .heads import parse_exit_key
 from .model import MESSNet, upsample, class_argmax
-from .policy import ExitPolicy, ExitCosts, leaves, image_confidence
+from .policy import ExitPolicy, ExitCosts, RiskController, COST_SCALE, leaves, image_confidence
 from .predict import EarlyExitPredictor
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'ExitCache', 'build_cache', 'ExitConfig', 'flops_costs']
+__all__ = ['CACHE_FORMAT', 'ExitCache', 'build_cache', 'ExitConfig', 'flops_costs', 'stream_cost']
 
 # %% ../nbs/06_cache.ipynb #9da53ed5
 CACHE_FORMAT = 'mess_fast.ExitCache/2'
@@ -270,3 +270,25 @@ def evaluate(self:ExitCache, cfg:ExitConfig, costs=(), offset:float=0.)->dict:
     for c in listify(costs):
         res[c.kind] = c.budgeted(cfg.budget) if cfg.budget is not None else c.mean(cfg.exits, hist)
     return res
+
+# %% ../nbs/06_cache.ipynb #ca000021
+@patch
+def replay(self:ExitCache, cfg:ExitConfig, controller:RiskController, frames=None)->list:
+    "The controller's trace over the cached frames `frames` (default: all, in cache order) taken as a stream under `cfg`"
+    if cfg.budget is not None: raise ValueError("a budgeted configuration makes no decisions: nothing to control")
+    if self.agree is None: raise ValueError("replaying audits needs a cache with agreement counts: build it again")
+    frames = range(self.n_images) if frames is None else frames
+    confs = [self.conf(k, p) for k, p in zip(cfg.exits, cfg.th_pix)]
+    dis, idx, start = self.disagreement(), {k: i for i, k in enumerate(self.keys)}, len(controller.trace)
+    for i in frames:
+        a = controller.audit()
+        k = next((k for k, c, t in zip(cfg.exits, confs, cfg.th_img) if leaves(c[i:i+1], t, controller.offset)[0]), FINAL)
+        c = float(confs[cfg.exits.index(k)][i]) if k != FINAL else float('nan')
+        controller.record(k, c, float(dis[i, idx[k]]) if a else None)
+    return controller.trace[start:]
+
+def stream_cost(trace:list, cfg:ExitConfig, costs:ExitCosts)->float:
+    "Mean cost per frame (ms or GFLOPs) of a controlled stream: each frame's chain cost, and for the audited early ones the rest of the network"
+    cu = dict(zip(cfg.chain, costs.chain_units(cfg.exits)))
+    tot = sum(cu[t['exit']] + (costs.units(costs.audit(t['exit'])) if t['audited'] else 0) for t in trace)
+    return tot / len(trace) / COST_SCALE[costs.kind]

@@ -87,7 +87,7 @@ def prepare_mask(mask, # Mask file, PIL image (mode L, P or I) or integer array 
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MASK_MODES', 'IMAGE_EXTS', 'read_rgb', 'prepare_image', 'save_mask', 'prepare_mask',
-           'image_files', 'fresh_dir']
+           'image_files', 'fresh_dir', 'mask_names', 'write_csv']
 
 # %% ../nbs/00a_imaging.ipynb #7fba7f9a
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -115,3 +115,21 @@ def fresh_dir(path,             # Wanted folder
         i += 1; cand = path.with_name(f"{path.name}-{i}")
     if create: cand.mkdir(parents=True, exist_ok=True)
     return cand
+
+# %% ../nbs/00a_imaging.ipynb #1e000002
+def mask_names(files)->list:
+    "One PNG name per image file: `<stem>.png`, then `<stem>-2.png`, `<stem>-3.png`, ... for later images with the same stem"
+    used, res = {}, []
+    for f in files:
+        st = Path(f).stem; used[st] = used.get(st, 0) + 1
+        res.append(f"{st}.png" if used[st] == 1 else f"{st}-{used[st]}.png")
+    return res
+
+def write_csv(path, rows:list)->Path:
+    "Write `rows` (dicts with the same keys) as CSV; floats that are nan become empty fields"
+    import csv, math
+    with open(path, 'w', newline='') as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([{k: ('' if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows])
+    return Path(path)

@@ -7,6 +7,7 @@ Docs: https://mess-fast.github.io/mess_fast/policy.html.md"""
 # %% ../nbs/04_policy.ipynb #b1c00004
 from __future__ import annotations
 import math
+from collections import deque
 from dataclasses import dataclass, asdict
 
 import numpy as np
@@ -15,7 +16,7 @@ from .core import FINAL, defaults
 # %% auto #0
 __all__ = ['CONF_KINDS', 'COST_SCALE', 'pixel_confidence', 'label_edges', 'window_median', 'window_median_all', 'confidence_map',
            'confident_mask', 'confident_counts', 'image_confidence', 'threshold32', 'leaves', 'reached', 'ExitPolicy',
-           'ExitCosts']
+           'ExitCosts', 'RiskController']
 
 # %% ../nbs/04_policy.ipynb #b1c00007
 CONF_KINDS = ('top1', 'entropy')
@@ -262,4 +263,89 @@ class ExitCosts:
         if n <= 0: raise ValueError(f"hist counts no image: {hist}")
         return self.total_units(exits, hist) / n / COST_SCALE[self.kind]
 
+    def audit(self, key:str)->float:
+        "Extra cost (ms or GFLOPs) of auditing an image that left at `key`: the rest of the backbone and the final head"
+        if key == FINAL: return 0.
+        if self.backbone is None: raise ValueError("These costs have no backbone pieces: make them with LatencyProfile.costs or flops_costs")
+        return (self.units(self.budget[FINAL]) - self.units(self.backbone[key])) / COST_SCALE[self.kind]
+
     def to_dict(self)->dict: return asdict(self)
+
+# %% ../nbs/04_policy.ipynb #b1c00041
+class RiskController:
+    "Online risk control of a deployed early-exit network: random audits, theta <- theta + gamma (loss - alpha), a trace and a drift flag"
+    def __init__(self,
+                 alpha:float=defaults.alpha, # Target: the long-run share of pixels that disagree with the final exit
+                 p:float=0.1,               # Share of frames audited (also run to the final exit), chosen at random
+                 gamma:float=0.5,           # Step size of the offset update
+                 theta:float=0.,            # Starting offset (0: the deployed thresholds)
+                 theta_range=(-1., 1.),     # The offset is kept in this range (1: no image leaves early)
+                 window:int=20,             # Audits in the running window
+                 margin:float=0.01,         # The flag rises when the windowed risk exceeds alpha + margin ...
+                 patience:int=10,           # ... for this many audits in a row
+                 seed:int=0,                # Seed of the audit draws
+                ):
+        if not 0 < alpha < 1: raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if not 0 <= p <= 1: raise ValueError(f"p (the audited share) must be in [0, 1], got {p}")
+        if gamma <= 0: raise ValueError(f"gamma must be > 0, got {gamma}")
+        lo, hi = (float(v) for v in theta_range)
+        if not lo <= theta <= hi: raise ValueError(f"theta {theta} is outside theta_range {theta_range}")
+        self.alpha, self.p, self.gamma, self.theta_range = float(alpha), float(p), float(gamma), (lo, hi)
+        self.window, self.margin, self.patience, self.seed = int(window), float(margin), int(patience), seed
+        self.theta, self.rng = float(theta), np.random.default_rng(seed)
+        self.frames, self.audits, self.loss_sum, self.over, self.flag = 0, 0, 0., 0, False
+        self.recent, self.trace, self._pending = deque(maxlen=self.window), [], None
+
+    @property
+    def offset(self)->float:
+        "The threshold offset the next frame is decided with"
+        return self.theta
+
+    def audit(self)->bool:
+        "Draw whether the next frame is audited (one draw per frame, whatever its content)"
+        self._pending = bool(self.rng.random() < self.p)
+        return self._pending
+
+    def record(self, exit:str, conf:float=float('nan'), loss:float|None=None)->dict:
+        "Take the outcome of the frame just decided: the exit it took, its confidence, and (if audited) its disagreement"
+        audited = self._pending if self._pending is not None else loss is not None
+        self._pending = None
+        if audited and loss is None: raise ValueError("this frame was drawn for an audit: pass its loss (its disagreement with the final exit)")
+        row = dict(frame=self.frames, exit=exit, conf=float(conf), audited=bool(audited), loss=float(loss) if audited else float('nan'),
+                   theta=self.theta)
+        if audited:
+            self.audits += 1; self.loss_sum += float(loss); self.recent.append(float(loss))
+            self.theta = min(max(self.theta + self.gamma * (float(loss) - self.alpha), self.theta_range[0]), self.theta_range[1])
+            self.over = self.over + 1 if self.window_risk > self.alpha + self.margin else 0
+            self.flag = self.over >= self.patience if not self.flag else self.window_risk > self.alpha + self.margin
+        row |= dict(theta_after=self.theta, risk=self.risk, window_risk=self.window_risk, flag=self.flag)
+        self.frames += 1; self.trace.append(row)
+        return row
+
+    @property
+    def risk(self)->float:
+        "The average audited loss so far (nan before the first audit)"
+        return self.loss_sum / self.audits if self.audits else float('nan')
+
+    @property
+    def window_risk(self)->float:
+        "The average of the last `window` audited losses (nan before the first audit)"
+        return float(np.mean(self.recent)) if self.recent else float('nan')
+
+    def to_dict(self)->dict:
+        "The whole state, JSON-friendly: settings, offset, counters, window and the random stream (not the trace)"
+        return dict(alpha=self.alpha, p=self.p, gamma=self.gamma, theta=self.theta, theta_range=list(self.theta_range), window=self.window,
+                    margin=self.margin, patience=self.patience, seed=self.seed, frames=self.frames, audits=self.audits,
+                    loss_sum=self.loss_sum, over=self.over, flag=self.flag, recent=list(self.recent), rng=self.rng.bit_generator.state)
+
+    @classmethod
+    def from_dict(cls, d:dict)->RiskController:
+        "A controller that continues from a state saved with `to_dict`"
+        c = cls(d['alpha'], d['p'], d['gamma'], d['theta'], d['theta_range'], d['window'], d['margin'], d['patience'], d['seed'])
+        c.frames, c.audits, c.loss_sum, c.over, c.flag = d['frames'], d['audits'], d['loss_sum'], d['over'], d['flag']
+        c.recent.extend(d['recent']); c.rng.bit_generator.state = d['rng']
+        return c
+
+    def __repr__(self):
+        return (f"RiskController(alpha={self.alpha:g}, p={self.p:g}, gamma={self.gamma:g}: theta={self.theta:+.3f} after {self.frames} frames, "
+                f"{self.audits} audits, risk {self.risk:.4f}{', FLAG' if self.flag else ''})")

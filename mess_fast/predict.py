@@ -18,7 +18,7 @@ from .core import FINAL, defaults, plain, confusion, miou
 from .imaging import prepare_image
 from .loaders import image_test_dl
 from .model import MESSNet, upsample, class_argmax
-from .policy import ExitPolicy
+from .policy import ExitPolicy, RiskController
 
 # %% auto #0
 __all__ = ['EarlyExitPredictor', 'evaluating', 'policy_report']
@@ -48,7 +48,7 @@ class EarlyExitPredictor:
         here = next(net.parameters()).device
         self.device = torch.device(device) if device is not None else here
         self.net = net if self.device == here else copy.deepcopy(net).to(self.device)
-        self.policy, self.dls, self.budget = policy or ExitPolicy(), dls, budget
+        self.policy, self.dls, self.budget = ExitPolicy(**(policy or ExitPolicy()).to_dict()), dls, budget   # its own copy: the offset may move
         self.reset_stats()
 
     def reset_stats(self):
@@ -96,8 +96,9 @@ def predict_batch(self:EarlyExitPredictor,
                   x,                      # Normalised image batch (B, 3, H, W), or one image (3, H, W)
                   exit_key:str|None=None, # Budgeted mode: always answer at this exit (any attached one)
                   logits:bool=False,      # Also return the full-size logits of the exit taken
+                  audit=None,             # Bool per image: also run these to the final exit and measure the answer's disagreement with it
                  )->dict:
-    "Masks (B,H,W), exit taken and image confidence (nan where no decision was made) per image of `x`; budgeted at `exit_key` if given"
+    "Masks (B,H,W), exit taken, image confidence (nan where no decision was made) and audited disagreement (nan where none) per image"
     x = self._prep(x)
     B, size, net = x.shape[0], x.shape[-2:], self.net
     exit_key = exit_key or self.budget
@@ -107,6 +108,9 @@ def predict_batch(self:EarlyExitPredictor,
     conf, taken = torch.zeros(B, device=self.device), [None] * B
     out_logits = torch.empty(B, net.n_classes, *size, device=self.device) if logits else None
     idx = torch.arange(B, device=self.device)
+    aud = torch.zeros(B, dtype=torch.bool) if audit is None else torch.as_tensor(audit, dtype=torch.bool).reshape(-1)
+    if len(aud) != B: raise ValueError(f"audit has {len(aud)} entries for {B} images")
+    loss = torch.full((B,), float('nan'))
     with evaluating(net):
         walk = net.exit_walk(x, chain)
         for key, nat in walk:
@@ -120,11 +124,23 @@ def predict_batch(self:EarlyExitPredictor,
                 masks[rows], conf[rows] = class_argmax(up), c[sel]
                 if logits: out_logits[rows] = up
                 for r in rows.tolist(): taken[r] = key
+                if aud[rows.cpu()].any(): loss[rows.cpu()] = self._audit(walk, key, sel, rows, masks, aud, size)
             if len(sel) == len(idx): break
             if len(sel):   # the images that left drop out of the batch (no copy when nobody left)
                 stay = (~leave).nonzero()[:, 0]
                 idx = idx[stay]; walk.keep(stay)
-    return dict(masks=masks, exits=taken, conf=conf, logits=out_logits)
+    return dict(masks=masks, exits=taken, conf=conf, logits=out_logits, loss=loss)
+
+# %% ../nbs/04a_predict.ipynb #5e000002
+@patch
+def _audit(self:EarlyExitPredictor, walk, key, sel, rows, masks, aud, size):
+    "Disagreement with the final exit of the images `rows` leaving at `key` (nan for the unaudited ones); they continue from the walk's features"
+    net, out = self.net, torch.full((len(rows),), float('nan'))
+    if key == FINAL: out[aud[rows.cpu()]] = 0.; return out
+    a = aud[rows.cpu()].nonzero()[:, 0]
+    fin = net.exit_logits(FINAL, net.run_segments(walk.feats[sel.to(self.device)[a.to(self.device)]], net.exit_pos(key) + 1))
+    out[a] = (class_argmax(upsample(fin, size)) != masks[rows[a.to(self.device)]]).float().flatten(1).mean(1).cpu()
+    return out
 
 # %% ../nbs/04a_predict.ipynb #aaba5ea9
 @patch
@@ -148,13 +164,15 @@ def anytime(self:EarlyExitPredictor,
 # %% ../nbs/04a_predict.ipynb #946b24bc
 @patch
 def _batches(self:EarlyExitPredictor, items):
-    "Yield (x, y or None) batches for a DataLoader, a list of paths/PIL images, or tensors"
+    "Yield (x, y or None) batches for a DataLoader, a list of (x, y) batches, a list of paths/PIL images, or tensors"
     if isinstance(items, torch.Tensor): yield items, None; return
     if hasattr(items, 'one_batch') or isinstance(items, torch.utils.data.DataLoader):
         for b in items: yield b[0], (b[1] if len(b) > 1 else None)
         return
     items = listify(items)
     if items and all(isinstance(i, torch.Tensor) for i in items): yield torch.stack([plain(i) for i in items]), None; return
+    if items and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], torch.Tensor) for i in items):   # (x, y) batches
+        yield from items; return
     if self.dls is not None:
         for b in image_test_dl(self.dls, items): yield b[0], None
         return
@@ -204,8 +222,9 @@ def evaluate(self:EarlyExitPredictor,
              exit_key:str|None=None,  # Budgeted mode at this exit
              void:int|None=None,      # Void label; default: `dl`'s `void_code`
              progress:bool=False,     # Show a progress bar
+             controller:RiskController|None=None, # Online control: its audits and threshold offset, frame by frame (the frames of `dl` are a stream)
             )->dict:
-    "mIoU, confusion matrix, exit histogram and latency per image (batch size 1) of the predictor on `dl`"
+    "mIoU, confusion matrix, exit histogram and latency per image (batch size 1, audits included) of the predictor on `dl`"
     void, n = self._void_of(dl, void), self.net.n_classes
     cm, hist, lat, taken = torch.zeros(n, n, dtype=torch.long), Counter(), [], []
     self.reset_stats()
@@ -214,7 +233,9 @@ def evaluate(self:EarlyExitPredictor,
         xb = self._prep(xb)
         for i in range(len(xb)):
             t = time.perf_counter()
-            r = self.predict_batch(xb[i:i+1], exit_key=exit_key)
+            if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
+            r = self.predict_batch(xb[i:i+1], exit_key=exit_key, audit=[a] if controller is not None else None)
+            if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
             lat.append(time.perf_counter() - t)
             hist[r['exits'][0]] += 1; taken.append(r['exits'][0])
             if yb is not None: cm += confusion(r['masks'].cpu(), plain(yb[i:i+1]).cpu(), n, void)
@@ -222,7 +243,7 @@ def evaluate(self:EarlyExitPredictor,
     pol = sum(self.policy_time.values()) / max(len(lat), 1) * 1e3
     return dict(miou=miou(cm, void) if cm.sum() else float('nan'), hist={k: hist[k] for k in dict.fromkeys(self.exits + [exit_key or self.budget]) if k and hist[k]},
                 latency_ms=float(lat.mean()), latency_median_ms=float(np.median(lat)), policy_ms=pol, n=len(lat), cm=cm,
-                exits=taken)
+                exits=taken, trace=controller.trace[-len(lat):] if controller is not None else None)
 
 # %% ../nbs/04a_predict.ipynb #84193763
 @patch

@@ -6,7 +6,7 @@ Docs: https://mess-fast.github.io/mess_fast/runtime.html.md"""
 
 # %% ../nbs/07_runtime.ipynb #e890d1db
 from __future__ import annotations
-import csv, json, time
+import json, time
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from PIL import Image
 try: import onnxruntime as ort
 except ImportError as e: raise ImportError("mess_fast.runtime needs ONNX Runtime: pip install onnxruntime (or 'mess_fast[onnx]')") from e
 from .core import confusion, miou, file_sha256
-from .imaging import prepare_image, prepare_mask, save_mask, image_files, fresh_dir
-from .policy import ExitPolicy
+from .imaging import prepare_image, prepare_mask, save_mask, image_files, fresh_dir, mask_names, write_csv
+from .policy import ExitPolicy, RiskController
 
 # %% auto #0
 __all__ = ['MANIFEST', 'MANIFEST_FORMAT', 'PART_INPUTS', 'PART_OUTPUTS', 'LAST_INPUTS', 'LAST_OUTPUTS', 'FINISH_INPUTS',
@@ -143,18 +143,23 @@ def _patch(f):
 def _predict_batch(self:OnnxEarlyExitRunner,
                   x,                      # Images, or a normalised float32 batch (B, 3, H, W) / one image (3, H, W)
                   exit_key:str|None=None, # Answer at this exit of the chain for every image (no decisions)
+                  audit=None,             # Bool per image: also run these to the last part and measure the answer's disagreement with it
                  )->dict:
-    "Masks (B, H, W) int64, exit taken and image confidence (nan where no decision was made) per image"
+    "Masks (B, H, W) int64, exit taken, image confidence (nan where no decision was made) and audited disagreement (nan where none) per image"
     x = self._batch(x)
     if exit_key is not None and exit_key not in self.exits: raise KeyError(f"No exit {exit_key!r} in this deployment; its exits: {self.exits}")
     B = len(x)
     masks, conf, taken = np.empty((B, *self.size), np.int64), np.full(B, np.nan, np.float32), [None] * B
+    aud = np.zeros(B, bool) if audit is None else np.asarray(audit, bool).reshape(-1)
+    if len(aud) != B: raise ValueError(f"audit has {len(aud)} entries for {B} images")
+    loss = np.full(B, np.nan)
     idx, feats = np.arange(B), x
-    for p in self.parts:
+    for i, p in enumerate(self.parts):
         s = p['session']
         if p['kind'] == 'last':
             masks[idx] = s.run(None, {'x': feats})[0]
             for r in idx: taken[r] = p['key']
+            loss[idx[aud[idx]]] = 0.
             break
         feats, nat, ok, n = s.run(None, {'x': feats, 'th_pix': p['th_pix_arr']})
         if exit_key is not None and exit_key != p['key']: continue
@@ -166,11 +171,21 @@ def _predict_batch(self:OnnxEarlyExitRunner,
             masks[rows] = self.finish.run(None, {'logits': nat if len(sel) == len(idx) else np.ascontiguousarray(nat[sel])})[0]
             conf[rows] = c[sel]
             for r in rows: taken[r] = p['key']
+            if aud[rows].any():   # audited images go on through the rest of the chain from the features they left with
+                a = sel[aud[rows]]
+                loss[idx[a]] = (self.finish_chain(i + 1, np.ascontiguousarray(feats[a])) != masks[idx[a]]).reshape(len(a), -1).mean(1)
         if len(sel) == len(idx): break
         if len(sel):
             stay = np.flatnonzero(~leave)
             idx, feats = idx[stay], np.ascontiguousarray(feats[stay])
-    return dict(masks=masks, exits=taken, conf=conf)
+    return dict(masks=masks, exits=taken, conf=conf, loss=loss)
+
+@_patch
+def _finish_chain(self:OnnxEarlyExitRunner, start:int, feats)->np.ndarray:
+    "The last part's labels for features that left part `start - 1`: the parts after it run without decisions"
+    for p in self.parts[start:]:
+        if p['kind'] == 'last': return p['session'].run(None, {'x': feats})[0]
+        feats = p['session'].run(None, {'x': feats, 'th_pix': p['th_pix_arr']})[0]
 
 @_patch
 def _predict(self:OnnxEarlyExitRunner,
@@ -189,8 +204,9 @@ def _evaluate(self:OnnxEarlyExitRunner,
              exit_key:str|None=None, # Answer at this exit of the chain
              void:int|None=None,     # Void label; default: the manifest's
              warmup:int=1,           # Untimed runs on the first image first
+             controller:RiskController|None=None, # Online control: its audits and threshold offset, frame by frame (the pairs are a stream)
             )->dict:
-    "mIoU, confusion matrix, exit histogram and latency per image (batch size 1) on `pairs`"
+    "mIoU, confusion matrix, exit histogram and latency per image (batch size 1, audits included) on `pairs`"
     pairs = list(pairs)
     if not pairs: raise ValueError("No (image, mask) pairs given")
     void, n = (self.void if void is None else void), self.n_classes
@@ -202,36 +218,45 @@ def _evaluate(self:OnnxEarlyExitRunner,
                              f"are not class codes; expected 0..{n - 1}")
         if i == 0:
             for _ in range(warmup): self.predict_batch(x, exit_key)
-        t = time.perf_counter(); r = self.predict_batch(x, exit_key); lat.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
+        r = self.predict_batch(x, exit_key, audit=[a] if controller is not None else None)
+        if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+        lat.append(time.perf_counter() - t)
         cm += confusion(r['masks'], y[None], n, void); taken.append(r['exits'][0]); confs.append(float(r['conf'][0]))
     hist = Counter(taken); lat = np.array(lat) * 1e3
     return dict(miou=miou(cm, void), hist={k: hist[k] for k in self.exits if hist[k]}, latency_ms=float(lat.mean()),
-                latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs, np.float32))
+                latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs, np.float32),
+                trace=controller.trace[-len(lat):] if controller is not None else None)
 
 # %% ../nbs/07_runtime.ipynb #428dfe3c
 def onnx_predict_job(dir,                 # Folder written by `export_onnx` (`mess_fast export`)
-                     images,              # Image files and/or folders of images
+                     images,              # Image files and/or folders of images (in name order: a stream)
                      out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
                      threads:int|None=None, # ONNX Runtime intra-op threads; None: its default
+                     controller:RiskController|None=None, # Online control over the images as a stream (audits, offset, trace.csv)
                      log=print,
                     )->Path:
-    "Early-exit inference with ONNX Runtime on image files: palettised PNG masks and a CSV of exits and latencies"
+    "Early-exit inference with ONNX Runtime on image files: palettised PNG masks and a CSV of exits and latencies (and the control trace)"
     runner = OnnxEarlyExitRunner(dir, threads=threads)
     files = image_files(images)
     outp = fresh_dir(out, create=False)
     xs = [runner.prepare(f) for f in files]                     # every image read (and checked) before writing anything
     outp.mkdir(parents=True)
     runner.predict_batch(xs[0])                                 # warm-up
-    rows, used = [], Counter()
-    for f, x in zip(files, xs):
-        t = time.perf_counter(); r = runner.predict_batch(x); ms = (time.perf_counter() - t) * 1e3
+    rows = []
+    for f, x, name in zip(files, xs, mask_names(files)):
+        t = time.perf_counter()
+        if controller is not None: a = controller.audit(); runner.policy.offset = controller.offset
+        r = runner.predict_batch(x, audit=[a] if controller is not None else None)
+        if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+        ms = (time.perf_counter() - t) * 1e3
         with Image.open(f) as im: W, H = im.size
-        used[f.stem] += 1
-        name = f"{f.stem}.png" if used[f.stem] == 1 else f"{f.stem}-{used[f.stem]}.png"
         save_mask(r['masks'][0], outp/name, runner.palette, size=(H, W))
         rows.append(dict(image=str(f.name), mask=name, exit=r['exits'][0], confidence=float(r['conf'][0]), latency_ms=ms))
-    with open(outp/'predictions.csv', 'w', newline='') as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+    write_csv(outp/'predictions.csv', rows)
+    if controller is not None: write_csv(outp/'trace.csv', [dict(image=r['image']) | t for r, t in zip(rows, controller.trace[-len(rows):])])
     hist = Counter(r['exit'] for r in rows)
-    log(f"{len(rows)} images -> {outp.name}/ (exits taken: {dict(hist)}; mean latency {np.mean([r['latency_ms'] for r in rows]):.1f} ms, ONNX Runtime)")
+    log(f"{len(rows)} images -> {outp.name}/ (exits taken: {dict(hist)}; mean latency {np.mean([r['latency_ms'] for r in rows]):.1f} ms, ONNX Runtime"
+        + (f"; {controller}" if controller is not None else '') + ")")
     return outp
