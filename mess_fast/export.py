@@ -17,12 +17,12 @@ from .data import palette_for
 from .imaging import fresh_dir
 from .model import MESSNet, ExitWalk, upsample
 from .policy import ExitPolicy
-from .predict import EarlyExitPredictor
+from .predict import EarlyExitPredictor, deployed_checkpoint
 from .runtime import MANIFEST, MANIFEST_FORMAT
 from .runtime import PART_INPUTS, PART_OUTPUTS, LAST_INPUTS, LAST_OUTPUTS, FINISH_INPUTS, FINISH_OUTPUTS
 
 # %% auto #0
-__all__ = ['ExitPart', 'LastPart', 'Finish', 'onnx_export', 'export_onnx', 'deployed_checkpoint', 'export_job']
+__all__ = ['ExitPart', 'LastPart', 'Finish', 'onnx_export', 'export_onnx', 'export_job']
 
 # %% ../nbs/07a_export.ipynb #06a217f4
 class ExitPart(nn.Module):
@@ -178,22 +178,13 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, or the
     return out
 
 # %% ../nbs/07a_export.ipynb #99055ab6
-def deployed_checkpoint(run_or_model)->Path:
-    "The deployed checkpoint of `run_or_model`: a checkpoint file, a search folder with deployed.pth, or a run folder (its latest search)"
-    p = Path(run_or_model)
-    if p.is_file(): return p
-    if not p.is_dir(): raise FileNotFoundError(f"{p}: no such file or folder; expected a deployed checkpoint or a `mess_fast train` run folder")
-    if (p/'deployed.pth').is_file(): return p/'deployed.pth'
-    found = sorted(p.glob('search*/deployed.pth'), key=lambda f: f.stat().st_mtime)
-    if not found: raise FileNotFoundError(f"{p}: no deployed.pth here or in a search folder; run `mess_fast search` on the run first")
-    return found[-1]
-
 def export_job(run_or_model,          # A deployed checkpoint, a search folder, or a `mess_fast train` run folder
                out:str='mess_onnx',   # Output folder (a numbered sibling is used if it exists and is not empty)
-               opset:int=17,          # ONNX opset
+               opset:int=17,          # ONNX opset (11..23)
                log=print,
               )->Path:
     "Export a deployed network as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, no torch)"
+    if not (isinstance(opset, int) and 11 <= opset <= 23): raise ValueError(f"--opset: {opset} is not supported; expected 11..23 (17 is the default)")
     ckpt = deployed_checkpoint(run_or_model)
     outp = export_onnx(ckpt, fresh_dir(out, create=False), opset=opset)
     man = json.loads((outp/MANIFEST).read_text())
