@@ -237,10 +237,14 @@ class fill_show_docs(Processor):
     """nbdev's `exec_show_docs` without running the notebook. A `show_doc` cell keeps its committed cards (its
     markdown outputs); the calls it has no card for get `show_doc`'s card of that object of this checkout's library
     module: the cells `add_show_docs` adds, and the cells with several `show_doc` calls, of which Jupyter (and so
-    the committed notebook, and nbdev) shows only the last one's"""
+    the committed notebook, and nbdev) shows only the last one's.
+
+    A cell `add_show_docs` added for a patched method the notebook documents itself elsewhere (nbdev compares the
+    bare function name, `snap`, with the documented `ExitExplorer.snap`, so it adds a second card) is dropped."""
     def begin(self):
         exp = next((c.directives_['default_exp'] for c in self.nb.cells if c.cell_type == 'code' and 'default_exp' in c.directives_), None)
         self.mod = f'{get_config(ROOT).lib_path.name}.{exp.split()[0]}' if exp else None
+        self.documented = {_call_name(call) for c in self.nb.cells if not c.get('has_sd') for call in _showdoc_calls(c)}
 
     def _card(self, call):
         "The card of one `show_doc(...)` call, rendered from the library"
@@ -254,24 +258,33 @@ class fill_show_docs(Processor):
         return show_doc(obj, **kw)._repr_markdown_()
 
     def cell(self, cell):
-        if cell.cell_type != 'code' or not _SHOWDOC.search(cell.source): return
-        code = '\n'.join(l for l in cell.source.splitlines() if not l.lstrip().startswith('#|')).strip()
-        try: calls = [t.value for t in ast.parse(code).body if isinstance(t, ast.Expr) and isinstance(t.value, ast.Call)
-                      and getattr(t.value.func, 'id', None) == 'show_doc' and t.value.args]
-        except SyntaxError: return
+        if not (calls := _showdoc_calls(cell)): return
+        if cell.get('has_sd') and {_call_name(c) for c in calls} <= self.documented: del cell['source']; return
         outs = [o for o in cell.get('outputs', []) if 'text/markdown' in o.get('data', {})]
         if len(outs) >= len(calls): return
         committed = {_card_name(o['data']['text/markdown']): o for o in outs}
         new = []
         for call in calls:
-            kw = {k.arg: k.value for k in call.keywords}
-            name = ast.literal_eval(kw['name']) if 'name' in kw else ast.unparse(call.args[0])
-            if name in committed: new.append(committed[name]); continue
+            if (name := _call_name(call)) in committed: new.append(committed[name]); continue
             try: new.append(dict(output_type='display_data', metadata={}, data={'text/markdown': self._card(call)}))
             except Exception as e:
                 warnings.warn(f'{getattr(self.nb, "path_", "?")}: no signature card for `{ast.unparse(call)}` ({type(e).__name__}: {e})')
         if new: cell.outputs = new
         else: del cell['source']
+
+def _showdoc_calls(cell)->list:
+    "The `show_doc(x, ...)` calls of a show_doc cell (as nbdev's `clean_show_doc` tells them: a line starting `show_doc`)"
+    if cell.cell_type != 'code' or not _SHOWDOC.search(cell.source or ''): return []
+    code = '\n'.join(l for l in cell.source.splitlines() if not l.lstrip().startswith('#|')).strip()
+    try: body = ast.parse(code).body
+    except SyntaxError: return []
+    return [t.value for t in body if isinstance(t, ast.Expr) and isinstance(t.value, ast.Call)
+            and getattr(t.value.func, 'id', None) == 'show_doc' and t.value.args]
+
+def _call_name(call)->str:
+    "The name the card of `show_doc(x, ...)` is titled with: `name=` if given, else `x` as written"
+    kw = {k.arg: k.value for k in call.keywords}
+    return ast.literal_eval(kw['name']) if 'name' in kw else ast.unparse(call.args[0])
 
 def _card_name(md:str)->str:
     "The name a show_doc card is titled with"

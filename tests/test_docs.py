@@ -75,8 +75,9 @@ def test_cells_as_nbdev_shows_them(built):
                 for node in ast.parse(_code(src)).body:
                     if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith('_') and not node.decorator_list:
                         assert b.slug(node.name) in ids, f'{pg.url}: no signature card for {node.name}'
-        n_cards = len(re.findall(r'id="cell-id=mf-doc-\d+"', page))
-        if pg.section == 'API reference': assert n_cards, f'{pg.url} has no signature cards'
+        cards = [re.sub(r'<[^>]+>|¶', '', h) for h in re.findall(r'id="cell-id=mf-doc-\d+".*?<h[2-6] [^>]*>(.*?)</h[2-6]>', page, re.S)]
+        if pg.section == 'API reference': assert cards, f'{pg.url} has no signature cards'
+        assert len(cards) == len(set(cards)), f'{pg.url}: cards shown twice: {sorted(c for c in cards if cards.count(c) > 1)}'
 
 def _nb(*cells):
     def cell(c):
