@@ -150,6 +150,26 @@ def test_internal_links_resolve(built):
             n += 1
     assert n > 100
 
+def test_pages_are_discovered(tmp_path):
+    "Pages come from the notebooks there are, whatever their names: split or renumbered notebooks need no change here"
+    b = _builder()
+    names = ['index', '00_data', '02_backbones', '02a_heads', '02b_model', '10_cli', 'reproduction', 'notes',
+             'tutorials/02_more', 'tutorials/01_start', '_draft', '.ipynb_checkpoints/00_data-checkpoint', 'extra/01_thing']
+    for n in names:
+        f = tmp_path/f'{n}.ipynb'; f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(_nb(f'# Title of {Path(n).name}\n\n> About it.')))
+    pgs = b.pages(tmp_path)
+    assert [(pg.url, pg.section) for pg in pgs] == [
+        ('index.html', ''), ('data.html', 'API reference'), ('backbones.html', 'API reference'), ('heads.html', 'API reference'),
+        ('model.html', 'API reference'), ('cli.html', 'API reference'), ('tutorials/start.html', 'Tutorials'),
+        ('tutorials/more.html', 'Tutorials'), ('reproduction.html', ''), ('notes.html', 'More'), ('extra/thing.html', 'Extra')]
+    assert pgs[2].title == 'Title of 02_backbones'
+    nav = b._nav(pgs)
+    assert nav[0] == {'Home': 'index.ipynb'} and nav[1] == {'API reference': [{f'Title of {n}': f'{u}.ipynb'} for n, u in
+        [('00_data', 'data'), ('02_backbones', 'backbones'), ('02a_heads', 'heads'), ('02b_model', 'model'), ('10_cli', 'cli')]]}
+    (tmp_path/'05_model.ipynb').write_text(json.dumps(_nb('# Another model')))
+    with pytest.raises(SystemExit, match='would both be model.html'): b.pages(tmp_path)
+
 def test_build_refuses_a_non_empty_folder(tmp_path):
     (tmp_path/'keep.txt').write_text('mine')
     with pytest.raises(SystemExit, match='not empty'): _builder().build(tmp_path)
