@@ -258,8 +258,8 @@ class ExitWalk:
             yield end, self.feats
 
     def __iter__(self):
-        for pos, feats in self.stops():
-            for k in self.by_pos.get(pos, []): yield k, self.net.exit_logits(k, feats)
+        for pos, _ in self.stops():   # self.feats: `keep` may shrink the batch between two exits at one position
+            for k in self.by_pos.get(pos, []): yield k, self.net.exit_logits(k, self.feats)
 
     def keep(self, idx):
         "Continue with the images at batch indices `idx` only"
