@@ -15,13 +15,14 @@ import torch
 from fastcore.basics import store_attr, listify, patch
 from fastprogress.fastprogress import progress_bar
 from .core import FINAL, defaults, plain, confusion, miou, atomic_write
+from .imaging import prepare_image
 from .heads import parse_exit_key
 from .model import MESSNet, upsample, class_argmax
 from .policy import ExitPolicy, ExitCosts, RiskController, COST_SCALE, leaves, image_confidence
 from .predict import EarlyExitPredictor
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'ExitCache', 'build_cache', 'ExitConfig', 'flops_costs', 'stream_cost']
+__all__ = ['CACHE_FORMAT', 'ExitCache', 'build_cache', 'FramesDL', 'ExitConfig', 'flops_costs', 'stream_cost']
 
 # %% ../nbs/06_cache.ipynb #9da53ed5
 CACHE_FORMAT = 'mess_fast.ExitCache/2'
@@ -128,6 +129,19 @@ def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads a
                      np.array(totals, dtype=np.int32).reshape(len(cms), -1), np.stack(cms).astype(np.int64),
                      void if yb is not None else None, policy.to_dict(), items, meta,
                      np.array(agree, np.int32), np.array(npix, np.int32), labelled=yb is not None)
+
+# %% ../nbs/06_cache.ipynb #ca000031
+class FramesDL:
+    "Batches `(x,)` of image `files`, prepared as the network's validation transforms (its recorded input settings); names in `items`"
+    def __init__(self, files, input:dict, bs:int=8):
+        if not input or any(k not in input for k in ('size', 'mean', 'std')):
+            raise ValueError("preparing image files needs the network's input settings (net.meta['input']: size, mean, std), recorded by mess_learner")
+        self.items, self.input, self.bs = [str(f) for f in files], input, bs
+    def __len__(self): return -(-len(self.items) // self.bs)
+    def __iter__(self):
+        s, m, sd = self.input['size'], self.input['mean'], self.input['std']
+        for i in range(0, len(self.items), self.bs):
+            yield (torch.from_numpy(np.stack([prepare_image(f, s, m, sd) for f in self.items[i:i + self.bs]])),)
 
 # %% ../nbs/06_cache.ipynb #80c277e0
 _FIELDS = ('keys', 'pos', 'th_pix', 'counts', 'totals', 'cms', 'void', 'policy', 'items', 'meta')

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np, pandas as pd
-from fastcore.basics import patch, listify
+from fastcore.basics import patch
 from .core import FINAL, defaults, miou_rows
 from .data import sequence_of
 from .cache import ExitCache, ExitConfig

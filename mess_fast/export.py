@@ -19,7 +19,7 @@ from .imaging import fresh_dir, image_files, prepare_image
 from .heads import parse_exit_key
 from .model import MESSNet, ExitWalk, Tapped, upsample
 from .policy import ExitPolicy
-from .predict import EarlyExitPredictor
+from .predict import EarlyExitPredictor, deployed_checkpoint
 from .runtime import MANIFEST, MANIFEST_FORMATS, tap_name
 from .runtime import PART_INPUTS, PART_OUTPUTS, LAST_INPUTS, LAST_OUTPUTS, FINISH_INPUTS, FINISH_OUTPUTS
 from .runtime import STEP_INPUTS, STEP_OUTPUTS, HEAD_INPUTS, HEAD_OUTPUTS, POLICY_INPUTS, POLICY_OUTPUTS
@@ -27,7 +27,7 @@ from .runtime import STEP_INPUTS, STEP_OUTPUTS, HEAD_INPUTS, HEAD_OUTPUTS, POLIC
 # %% auto #0
 __all__ = ['INT8', 'INT8_TOLERANCE', 'carried', 'produced', 'ExitPart', 'LastPart', 'Finish', 'Segments', 'HeadPart',
            'PolicyCounts', 'onnx_export', 'float_nodes', 'quantize_graph', 'calibration_batch', 'export_onnx',
-           'deployed_checkpoint', 'search_calibration_frames', 'export_job']
+           'search_calibration_frames', 'export_job']
 
 # %% ../nbs/07a_export.ipynb #cd0ab958
 def carried(net:MESSNet, start:int)->list:
@@ -437,16 +437,6 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its ch
     return out
 
 # %% ../nbs/07a_export.ipynb #99055ab6
-def deployed_checkpoint(run_or_model)->Path:
-    "The deployed checkpoint of `run_or_model`: a checkpoint file, a search folder with deployed.pth, or a run folder (its latest search)"
-    p = Path(run_or_model)
-    if p.is_file(): return p
-    if not p.is_dir(): raise FileNotFoundError(f"{p}: no such file or folder; expected a deployed checkpoint or a `mess_fast train` run folder")
-    if (p/'deployed.pth').is_file(): return p/'deployed.pth'
-    found = sorted(p.glob('search*/deployed.pth'), key=lambda f: f.stat().st_mtime)
-    if not found: raise FileNotFoundError(f"{p}: no deployed.pth here or in a search folder; run `mess_fast search` on the run first")
-    return found[-1]
-
 def search_calibration_frames(run_or_model)->list:
     "The image files of the calibration half a run's search chooses on (the first half of every validation sequence): what int8 is calibrated on by default"
     p = Path(run_or_model).resolve()
@@ -460,13 +450,14 @@ def search_calibration_frames(run_or_model)->list:
 
 def export_job(run_or_model,          # A deployed checkpoint, a search folder, or a `mess_fast train` run folder
                out:str='mess_onnx',   # Output folder (a numbered sibling is used if it exists and is not empty)
-               opset:int=17,          # ONNX opset
+               opset:int=17,          # ONNX opset (11..23)
                int8:bool=False,       # Quantize the network's graphs to int8
                calib=None,            # With `int8`: calibration image files or folders; None: the run's search calibration frames
                all_exits:bool=False,  # Export the run's whole network (model.pth, every head) for a search on ONNX Runtime
                log=print,
               )->Path:
     "Export a deployed network (or a run's every exit) as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, no torch), float32 or int8"
+    if not (isinstance(opset, int) and 11 <= opset <= 23): raise ValueError(f"--opset: {opset} is not supported; expected 11..23 (17 is the default)")
     if all_exits:
         p = Path(run_or_model)
         ckpt = p if p.is_file() else p/'model.pth'

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy, time
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np, pandas as pd
 import torch
@@ -21,7 +22,7 @@ from .model import MESSNet, upsample, class_argmax
 from .policy import ExitPolicy, RiskController
 
 # %% auto #0
-__all__ = ['EarlyExitPredictor', 'evaluating', 'policy_report']
+__all__ = ['EarlyExitPredictor', 'evaluating', 'deployed_checkpoint', 'policy_report']
 
 # %% ../nbs/04a_predict.ipynb #9b2d00e3
 class EarlyExitPredictor:
@@ -171,8 +172,9 @@ def _batches(self:EarlyExitPredictor, items):
         return
     items = listify(items)
     if items and all(isinstance(i, torch.Tensor) for i in items): yield torch.stack([plain(i) for i in items]), None; return
-    if items and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], torch.Tensor) for i in items):   # (x, y) batches
-        yield from items; return
+    if items and all(isinstance(i, tuple) and isinstance(i[0], torch.Tensor) for i in items):   # (x, y) or (x,) batches
+        for b in items: yield b[0], (b[1] if len(b) > 1 else None)
+        return
     if self.dls is not None:
         for b in image_test_dl(self.dls, items): yield b[0], None
         return
@@ -263,6 +265,20 @@ def load(cls:EarlyExitPredictor, path, dls=None, device=None)->EarlyExitPredicto
     d = net.meta.get('predictor')
     if d is None: raise ValueError(f"{path} holds a MESSNet but no deployed predictor (made by EarlyExitPredictor.save); use MESSNet.load")
     return cls(net, d['exits'], ExitPolicy(**d['policy']), dls=dls, device=device, budget=d['budget'])
+
+# %% ../nbs/04a_predict.ipynb #5e000011
+def deployed_checkpoint(run_or_model)->Path:
+    "The deployed checkpoint of `run_or_model`: a checkpoint file, a search folder with deployed.pth, or a run folder (its latest search)"
+    p = Path(run_or_model)
+    if p.is_file():
+        if p.suffix == '.pkl': raise ValueError(f"{p}: is a fastai Learner export (load it with fastai's load_learner); expected a deployed "
+                                                "network: search/deployed.pth of a run, or the run folder itself")
+        return p
+    if not p.is_dir(): raise FileNotFoundError(f"{p}: no such file or folder; expected a deployed checkpoint or a `mess_fast train` run folder")
+    if (p/'deployed.pth').is_file(): return p/'deployed.pth'
+    found = sorted(p.glob('search*/deployed.pth'), key=lambda f: f.stat().st_mtime)
+    if not found: raise FileNotFoundError(f"{p}: no deployed.pth here or in a search folder; run `mess_fast search` on the run first")
+    return found[-1]
 
 # %% ../nbs/04a_predict.ipynb #abf747b5
 def policy_report(net:MESSNet,        # Trained multi-exit network

@@ -24,7 +24,7 @@ from .cache import ExitConfig
 from .search import SearchResult, TARGETS
 
 # %% auto #0
-__all__ = ['ImageStrip', 'load_strip', 'image_strip', 'ExitExplorer', 'ExitStepper']
+__all__ = ['ImageStrip', 'load_strip', 'image_strip', 'ExitExplorer', 'ExitStepper', 'plot_trace', 'TraceMonitor']
 
 # %% ../nbs/08_widgets.ipynb #b5874810
 class ImageStrip:
@@ -108,8 +108,9 @@ class ExitExplorer:
                  cost:str='latency',        # Initial cost: 'latency' or 'flops'
                  max_exits:int|None=None,   # Number of exit slots; None: the search's `max_exits`
                  display_plots:bool=True,   # Draw the figures (off: readouts only, faster)
+                 certificate=None,          # A `Certificate` of this search (`SearchResult.certify`): a button and a mark for the certified pick
                 ):
-        store_attr('res,net,strip,display_plots')
+        store_attr('res,net,strip,display_plots,certificate')
         c = res.cache
         self.status = W.HTML(layout=W.Layout(min_height='1.5em')); self.status.add_class('mess-status')
         self.ok = bool(c.heads)
@@ -138,6 +139,10 @@ class ExitExplorer:
             self.slots.append(s)
         self.target_buttons = [W.Button(description=t.label, layout=W.Layout(width='auto')) for t in TARGETS.values()]
         for i, (b, k) in enumerate(zip(self.target_buttons, TARGETS)): b.add_class(f'mess-target{i}'); b.on_click(lambda _, k=k: self.snap(k))
+        if certificate is not None:
+            cb = W.Button(description=f"certified ({certificate.alpha:.0%} {certificate.loss}, delta {certificate.delta:g})",
+                          tooltip=certificate.promise, button_style='success', layout=W.Layout(width='auto'))
+            cb.add_class('mess-certified'); cb.on_click(lambda _: self.set_config(certificate.config)); self.target_buttons.append(cb)
         self.front = W.Dropdown(description='front point', layout=W.Layout(width='520px'))
         self.front_button = W.Button(description='snap to it'); self.front_button.add_class('mess-snap-front')
         self.front_button.on_click(lambda _: self.snap_front(self.front.value))
@@ -310,6 +315,14 @@ def figures(self:ExitExplorer, cfg:ExitConfig|None=None, r:dict|None=None)->list
     cost = self.cost.value; col = 'latency' if cost == 'latency' else 'flops'
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     self.res.plot(cost, ax=ax, picks=False, title='')
+    for t, m in zip(TARGETS, ['o', 's', 'D']):                          # the paper's point picks, and the certified one
+        rt = self.res.evaluate(self.res.target(t, cost))
+        ax.plot(rt[col], rt['miou'] * 100, m, mfc='none', mec='gray', ms=9, mew=1.2, label=f"point pick: {TARGETS[t].label}")
+    if self.certificate is not None:
+        rc = self.res.evaluate(self.certificate.config)
+        ax.plot(rc[col], rc['miou'] * 100, 'P', color='#2ca02c', ms=12, mec='k', zorder=6,
+                label=f"certified: risk <= {self.certificate.alpha:.0%} {self.certificate.loss} (p >= {1 - self.certificate.delta:.0%})"
+                      if self.certificate.certified else 'certified: nothing (the single-exit network)')
     ax.plot(r[col], r['miou'] * 100, 'o', color='#d62728', ms=11, mec='k', zorder=5, label='this configuration')
     ax.legend(fontsize=7, loc='lower right'); ax.set_title(f"{cfg.name}", fontsize=8)
     fig.tight_layout(); figs = [fig]
@@ -420,3 +433,52 @@ def update(self:ExitStepper):
     a.set_title('image confidence by exit', fontsize=8); a.set_xlabel('exit position', fontsize=7)
     fig.tight_layout(); _show(self.out, fig)
     return self.values
+
+# %% ../nbs/08_widgets.ipynb #70000002
+def plot_trace(trace,                # `RiskController.trace` (a list of dicts) or its DataFrame (e.g. read from trace.csv)
+               alpha:float|None=None, # The target, drawn as a line (default: none)
+               frame:int|None=None,   # Mark this frame
+               window:int=25,         # Frames in the rolling early-exit rate
+              ):
+    "Three panels over the stream: the threshold offset, the share of frames leaving early, and the audited risk with the flag"
+    import pandas as pd
+    tr = trace if isinstance(trace, pd.DataFrame) else pd.DataFrame(trace)
+    fig, axs = plt.subplots(3, 1, figsize=(8, 5.2), sharex=True)
+    axs[0].plot(tr.frame, tr.theta_after, lw=1.2, color='C0'); axs[0].set_ylabel('offset theta')
+    axs[1].plot(tr.frame, (tr.exit != FINAL).astype(float).rolling(window, min_periods=1).mean(), lw=1.2, color='C2')
+    axs[1].set_ylabel('early exits'); axs[1].set_ylim(-0.05, 1.05)
+    a = tr[tr.audited.astype(bool)]
+    axs[2].plot(a.frame, a.risk, lw=1.2, color='C1', label='running audited risk')
+    axs[2].plot(a.frame, a.window_risk, lw=1, color='C4', label='windowed')
+    axs[2].scatter(a.frame, a.loss, s=6, color='gray', alpha=.5, label='audited losses')
+    if alpha is not None: axs[2].axhline(alpha, color='C3', ls='--', lw=1, label='alpha')
+    top = max(0.05, float(a.loss.max()) if len(a) else 0.05) * 1.1
+    axs[2].fill_between(tr.frame, 0, top, where=tr.flag.astype(bool), color='C3', alpha=0.12, label='drift flag', step='mid')
+    axs[2].set_ylim(0, top); axs[2].set_ylabel('disagreement'); axs[2].set_xlabel('frame'); axs[2].legend(fontsize=7, ncol=3, loc='upper left')
+    if frame is not None:
+        for ax in axs: ax.axvline(frame, color='k', lw=0.8, ls=':')
+    fig.tight_layout()
+    return fig
+
+class TraceMonitor:
+    "Replay a controlled deployment's trace: a frame slider over the `plot_trace` panels, and that frame's numbers"
+    def __init__(self, trace, alpha:float|None=None, display_plots:bool=True):
+        import pandas as pd
+        self.tr = trace if isinstance(trace, pd.DataFrame) else pd.DataFrame(trace)
+        if not len(self.tr): raise ValueError("the trace is empty: nothing to replay")
+        self.alpha, self.display_plots = alpha, display_plots
+        self.frame = W.IntSlider(value=0, min=0, max=len(self.tr) - 1, description='frame', continuous_update=False, layout=W.Layout(width='600px'))
+        self.readout, self.out = W.HTML(), W.Output()
+        self.frame.observe(lambda _: self.update(), 'value')
+        self.ui = W.VBox([self.frame, self.readout, self.out]); self.update()
+    def update(self):
+        "Show the selected frame's numbers (and redraw)"
+        r = self.tr.iloc[self.frame.value]
+        self.values = dict(r)
+        loss = f"{r.loss:.4f}" if r.audited else '—'
+        self.readout.value = (f"frame {int(r.frame)}: exit <b>{html.escape(str(r.exit))}</b>, audited: {bool(r.audited)}, loss {loss}, "
+                              f"offset {r.theta:+.3f} → {r.theta_after:+.3f}, running risk {r.risk:.4f}, windowed {r.window_risk:.4f}"
+                              + (" — <b style='color:#b00'>drift flag</b>" if r.flag else ''))
+        if self.display_plots: _show(self.out, plot_trace(self.tr, self.alpha, int(r.frame)))
+        return self.values
+    def _ipython_display_(self): display(self.ui)

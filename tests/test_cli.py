@@ -1,6 +1,6 @@
 """`mess_fast train`, `search` and `predict` end to end on one tiny run: the files each writes, the pick each option deploys,
-masks at the images' own sizes, one-line errors for bad input, and nothing ever overwritten."""
-import shutil
+masks at the images' own sizes, one-line errors for bad input (the user-reported ones too), help texts, and nothing ever overwritten."""
+import re, shutil, time
 from pathlib import Path
 
 import numpy as np, pandas as pd, pytest, torch
@@ -8,9 +8,13 @@ from PIL import Image
 from cli_helpers import cli, console, one_line_error
 from mess_fast.data import mini_camvid_path, CAMVID_CODES, CAMVID_PALETTE
 from mess_fast.imaging import prepare_image
-from mess_fast.model import MESSNet, FINAL
+from mess_fast.core import FINAL
+from mess_fast.model import MESSNet
+from mess_fast.loaders import mess_dls
+from mess_fast.train import mess_learner
 from mess_fast.predict import EarlyExitPredictor
-from mess_fast.search import ExitCache, SearchResult, ExitConfig
+from mess_fast.cache import ExitCache, ExitConfig
+from mess_fast.search import SearchResult, TARGETS
 
 TRAIN = ['--size', '64,96', '--max-items', '8', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2,5']
 SEARCH_FILES = ['cache.pt', 'deployed.pth', 'pareto.png', 'picks.csv', 'profile.json', 'search.json']
@@ -56,9 +60,10 @@ def test_train_writes_the_run(run):
     assert list(pd.read_csv(run/'exits.csv').key) == net.exit_keys
     res, cache = result_of(run/'search')
     assert cache.keys == net.exit_keys and cache.n_images == 4                # the first half of the 8 validation frames
-    assert deployed_config(run/'search'/'deployed.pth') == res.targets('latency').loc['lowest cost at <= 0.1 pp drop', 'config']
+    assert deployed_config(run/'search'/'deployed.pth') == res.target('0.1pp') == res.targets('latency').loc['0.1pp', 'config']
     picks = pd.read_csv(run/'search'/'picks.csv')
-    assert len(picks) == 4 and picks.target.iloc[0] == 'final (single-exit network)'
+    assert list(picks.target) == [FINAL] + list(TARGETS) and picks.label.iloc[0] == 'single-exit network'
+    assert list(picks.config) == [ExitConfig(budget=FINAL).name] + [c.name for c in res.targets('latency').config]
 
 # ---------------------------------------------------------------- search
 def test_search_again_writes_search_2(run, tmp_path):
@@ -70,15 +75,15 @@ def test_search_again_writes_search_2(run, tmp_path):
     assert sorted(p.name for p in (r/'search-2').iterdir()) == SEARCH_FILES
     assert {p.name: p.read_bytes() for p in (r/'search').iterdir()} == before      # the first search is untouched
     res, _ = result_of(r/'search-2')
-    assert deployed_config(r/'search-2'/'deployed.pth') == res.targets('latency').loc['lowest cost at <= 0.1 pp drop', 'config']
+    assert deployed_config(r/'search-2'/'deployed.pth') == res.targets('latency').loc['0.1pp', 'config']
     assert 'search-2/deployed.pth' in out
 
 def test_search_options_choose_the_deployed_pick(run, tmp_path):
     r = fresh_copy(run, tmp_path/'run')
-    cases = [(['--target', '1pp'], lambda res: res.targets('latency').loc['lowest cost at <= 1 pp drop', 'config']),
+    cases = [(['--target', '1pp'], lambda res: res.targets('latency').loc['1pp', 'config']),
              (['--max-drop', '2'], lambda res: res.pick('latency', max_drop_pp=2)),
              (['--budget-ms', '1000'], lambda res: res.pick('latency', budget=1000)),
-             (['--cost', 'flops', '--target', 'best'], lambda res: res.targets('flops').loc['best mIoU at <= 1x cost', 'config'])]
+             (['--cost', 'flops', '--target', 'best'], lambda res: res.target('best', 'flops'))]
     for i, (opts, want) in enumerate(cases, start=2):
         rc, out, err = cli('search', r, *QUICK, *opts)
         assert rc == 0, (opts, err[-3000:])
@@ -177,3 +182,102 @@ def test_predict_never_overwrites(run, images, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path/'out').iterdir()} == first
     assert sorted(p.name for p in (tmp_path/'out-2').iterdir()) == ['img1.png', 'img2.png', 'predictions.csv']
     assert 'out-2' in out
+
+# ---------------------------------------------------------------- user-reported bugs (numbered as in the report)
+CODES = 12      # the CamVid codes (the default when a SegNet-layout dataset has no codes.txt)
+TINY = ['--size', '32,48', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2']
+
+def segnet_ds(root, n_train=4, n_val=2, size=(36, 48)):
+    "A tiny SegNet-layout dataset with CamVid codes: train/ trainannot/ val/ valannot/"
+    rng = np.random.default_rng(0)
+    h, w = size
+    for split, n in (('train', n_train), ('val', n_val)):
+        (root/split).mkdir(parents=True, exist_ok=True); (root/f'{split}annot').mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root/split/f'f{i}.png')
+            Image.fromarray((np.arange(h * w).reshape(h, w) % CODES).astype(np.uint8), mode='L').save(root/f'{split}annot'/f'f{i}.png')
+    return root
+
+def test_batch_size_one_is_a_clear_error(tmp_path, monkeypatch):
+    "Bug 1 (user report): `mess_fast train --bs 1` crashed in BatchNorm during the first epoch"
+    with pytest.raises(ValueError, match='[Bb]atch size'): mess_learner(mess_dls(size=(32, 48), bs=1, max_items=4), positions=[2])
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli('train', '--bs', '1', '--max-items', '2', '--out', 'run', *TINY)
+    one_line_error(rc, err, '--bs', '2')
+    assert not (tmp_path/'run').exists()
+
+def test_bad_validation_mask_found_before_training(tmp_path, monkeypatch):
+    "Bug 4 (user report): a bad mask in the validation split was found only after a full training epoch"
+    ds = segnet_ds(tmp_path/'ds')
+    Image.fromarray(np.full((36, 48), 200, np.uint8), mode='L').save(ds/'valannot'/'f1.png')
+    monkeypatch.chdir(tmp_path)
+    t = time.time()
+    rc, out, err = cli('train', '--data', ds, '--out', 'run', '--bs', '2', *TINY)
+    assert rc == 1 and 'Traceback' not in err, err[-2000:]
+    assert 'ds (segnet layout' in err and 'valannot/f1.png: mask values 200 are not class codes' in err   # the report: the folder, then its files
+    assert 'epoch' not in out and not (tmp_path/'run').exists() and time.time() - t < 60
+
+def test_user_errors_are_one_line(tmp_path, monkeypatch):
+    "Bug 6 (user report): missing --data folder, unknown --arch, --output-stride 7, --max-items 0 printed tracebacks"
+    r = console('train', '--data', tmp_path/'nope', '--out', tmp_path/'run', cwd=tmp_path)
+    one_line_error(r.returncode, r.stderr, 'nope')
+    monkeypatch.chdir(tmp_path)
+    for args, words in [(['--arch', 'resnet19'], ['--arch', 'resnet19']), (['--output-stride', '7'], ['--output-stride', '7']),
+                        (['--max-items', '0'], ['--max-items', '0'])]:
+        rc, out, err = cli('train', '--out', 'run', *args, *TINY)
+        one_line_error(rc, err, *words)
+    assert not (tmp_path/'run').exists()
+
+def test_learning_rates_must_be_positive(tmp_path, monkeypatch, tiny_dls):
+    "Bug 7 (user report): `--lr1 -1` and `learn.fit_stage1(1, lr=-1)` were accepted"
+    learn = mess_learner(tiny_dls, positions=[2])
+    for lr in (-1, 0):
+        with pytest.raises(ValueError, match='learning rate'): learn.fit_stage1(1, lr=lr)
+    monkeypatch.chdir(tmp_path)
+    for opt in ('--lr1', '--lr2'):
+        rc, out, err = cli('train', opt, '-1', '--max-items', '2', '--out', 'run', *TINY)
+        one_line_error(rc, err, opt, '-1')
+    assert not (tmp_path/'run').exists()
+
+def test_no_output_folder_before_the_arguments_are_checked(tmp_path, monkeypatch):
+    "Bug 8 (user report): a run that failed on its arguments left an empty output folder behind"
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli('train', '--out', 'run', '--max-items', '2', '--bs', '2', '--size', '32,48', '--epochs1', '1', '--epochs2', '1',
+                       '--grid', 'fcn-b0', '--positions', '99')        # only checkable once the backbone is built
+    one_line_error(rc, err, '--positions', '99')
+    (tmp_path/'taken').mkdir(); (tmp_path/'taken'/'x').write_text('x')
+    rc, out, err = cli('train', '--out', 'taken', '--max-items', '2', '--stage1', 'some', *TINY)
+    one_line_error(rc, err, '--stage1')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['taken']      # no run/, no taken-2/
+
+@pytest.mark.parametrize('args', [['--help'], ['train', '--help']])
+def test_help_prints_no_warning(tmp_path, args):
+    "Bug 12 (user report): every `mess_fast` call, even --help, printed a torch.jit.script FutureWarning"
+    r = console(*args, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == '', r.stderr[-3000:]
+    assert 'usage: mess_fast' in r.stdout
+
+def _option_blocks(help_text):
+    "The help of each option: its first line starts with '  -', continuation lines are indented further"
+    blocks, cur = {}, None
+    for l in help_text.splitlines():
+        m = re.match(r'^  (-[-\w]+)', l)
+        if m: cur = m[1]; blocks[cur] = l
+        elif cur and l.startswith('    '): blocks[cur] += ' ' + l.strip()
+        else: cur = None
+    return blocks
+
+def test_help_text_and_version():
+    "Bug 13 (user report): `--no-evaluate` read 'Run the early-exit evaluation (default: True)'; `--positions` showed two defaults; -V was not accepted"
+    import mess_fast
+    rc, out, err = cli('-V')
+    assert rc == 0 and out.strip() == f'mess_fast {mess_fast.__version__}'
+    for cmd in ('train', 'search', 'predict'):
+        rc, out, err = cli(cmd, '--help')
+        assert rc == 0
+        blocks = _option_blocks(out)
+        assert '--out' in blocks or '--data' in blocks, out
+        for opt, text in blocks.items():
+            assert text.count('(default:') <= 1, (cmd, opt, text)
+            if opt.startswith('--no-'):                       # a flag that turns something off must not read as turning it on
+                assert '(default: True)' not in text and not re.search(r'\b(Run|Do|Enable)\b', text), (cmd, opt, text)

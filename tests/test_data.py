@@ -6,11 +6,12 @@ import numpy as np, pytest, torch
 from PIL import Image
 from mess_fast.data import *
 from mess_fast.data import DataError
+from mess_fast.loaders import *
 from mess_fast.imaging import IMAGENET_MEAN, IMAGENET_STD
 
 @pytest.fixture(scope='module')
 def camvid():
-    "The full CamVid (`camvid_path()`: $MESS_FAST_CAMVID, else shared/data/camvid beside the checkout), or skip"
+    "The full CamVid (`camvid_path()`: $MESS_FAST_CAMVID, else fastai's CamVid), or skip"
     try: p = camvid_path()
     except FileNotFoundError as e: pytest.skip(f"full CamVid not found: {e}")
     if detect_layout(p) != 'segnet': pytest.skip(f"{p} is not in SegNet layout (train/ trainannot/ val/ valannot/)")
@@ -285,16 +286,26 @@ def test_plots_and_frequency():
 
 # ---------------------------------------------------------------- camvid_path, sequences and splits
 def test_camvid_path_resolution(tmp_path, monkeypatch):
+    "$MESS_FAST_CAMVID, else fastai's CamVid (`URLs.CAMVID`, downloaded only if asked); no folder above the working directory is searched"
+    from fastai.data import external
     ds = segnet_ds(tmp_path/'cv', n_train=2, n_val=1)
     monkeypatch.setenv('MESS_FAST_CAMVID', str(ds))
     assert camvid_path() == ds
     monkeypatch.setenv('MESS_FAST_CAMVID', str(tmp_path/'nowhere'))
     with pytest.raises(FileNotFoundError, match=r'nowhere: no CamVid here \(env MESS_FAST_CAMVID\)'): camvid_path()
     monkeypatch.delenv('MESS_FAST_CAMVID')
+    fastai_home = tmp_path/'fastai'/'data'/'camvid'
+    monkeypatch.setattr(external.URLs, 'path', staticmethod(lambda url='.', c_key='archive': fastai_home))
+    got = []
+    monkeypatch.setattr(external, 'untar_data', lambda url, *a, **k: got.append(url) or fastai_home)
     work = tmp_path/'a'/'checkout'; work.mkdir(parents=True)
     segnet_ds(tmp_path/'a'/'shared'/'data'/'camvid', n_train=2, n_val=1)
-    monkeypatch.chdir(work)                                   # shared/data/camvid beside the checkout
-    assert camvid_path() == tmp_path/'a'/'shared'/'data'/'camvid'
+    monkeypatch.chdir(work)                                   # a CamVid beside the checkout is not looked for any more
+    with pytest.raises(FileNotFoundError, match=r'Full CamVid not found: set MESS_FAST_CAMVID.*camvid_path\(download=True\)'): camvid_path()
+    assert got == []                                          # no download unless asked
+    assert camvid_path(download=True) == fastai_home and got == [external.URLs.CAMVID]
+    fastai_ds(fastai_home)                                    # fastai's own copy, in its layout
+    assert camvid_path() == fastai_home and len(got) == 1
 
 def test_sequences_and_splits():
     src = seg_source()
@@ -370,17 +381,10 @@ def test_prepare_image_matches_validation_transforms():
             torch.testing.assert_close(a, x[i], atol=1e-5, rtol=0)
 
 def test_jpeg_masks_refused(tmp_path):
+    "Bug 15 (user report): lossy JPEG masks were accepted silently (their labels are wrong along every edge)"
     root = segnet_ds(tmp_path/'ds')
     m = root/'trainannot'/'f1.png'
     Image.open(m).save(root/'trainannot'/'f1.jpg', quality=95); m.unlink()
     rep = check_dataset(root)
-    assert any(p.file == str(root/'trainannot'/'f1.jpg') and 'lossy JPEG mask' in p.problem for p in rep), str(rep)
+    assert any(p.file == str(root/'trainannot'/'f1.jpg') and 'lossy JPEG mask' in p.problem and 'JPEG' in p.problem for p in rep), str(rep)
     with pytest.raises(DataError, match=r'f1.jpg: lossy JPEG mask; expected a PNG'): mess_dls(root)
-
-def test_camvid_path_beside_the_checkout_from_any_directory(tmp_path, monkeypatch):
-    import mess_fast
-    shared = Path(mess_fast.__file__).resolve().parents[1].parent/'shared'/'data'/'camvid'
-    if not ((shared/'train').is_dir() or (shared/'labels').is_dir()): pytest.skip(f"no CamVid at {shared} beside this checkout")
-    monkeypatch.delenv('MESS_FAST_CAMVID', raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert camvid_path() == shared
