@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np, pytest, torch, torch.nn as nn
 from PIL import Image
-from mess_fast.data import mess_dls, labelled_dl, input_meta
-from mess_fast.model import MESSNet, FINAL
-from mess_fast.predict import ExitPolicy, EarlyExitPredictor, pixel_confidence
+from mess_fast.loaders import mess_dls, labelled_dl, input_meta
+from mess_fast.core import FINAL
+from mess_fast.model import MESSNet
+from mess_fast.policy import ExitPolicy, pixel_confidence
+from mess_fast.predict import EarlyExitPredictor
 from mess_fast.export import export_onnx, export_job
 from mess_fast.runtime import OnnxEarlyExitRunner, onnx_predict_job, read_manifest, MANIFEST
 
@@ -35,7 +37,7 @@ def spread_policy(net, xb, exits, **kw):
     for k in exits:
         with torch.no_grad(): nat = net.exit_logits(k, feats[net.exit_pos(k)])
         tp[k] = float(pixel_confidence(nat, kw.get('kind', 'top1')).quantile(0.3))
-        ic = ExitPolicy(tp, **kw).image_confidence(nat[rest], k, net.exit_stride(k))
+        ic = ExitPolicy(tp, **kw)(nat[rest], k, net.exit_stride(k))[1]
         ti[k] = float(ic.sort().values[len(ic) // 2]) if len(ic) else 1.
         rest = rest[ic < ti[k]]
     return ExitPolicy(tp, ti, **kw)
@@ -158,7 +160,8 @@ def test_bad_input(setup, tmp_path):
     assert not (tmp_path/'full').exists() and not (tmp_path/'.full.partial').exists()
     bare = tiny_net(['1:fcn-b0'])
     with pytest.raises(ValueError, match=r"no input settings"): export_onnx(EarlyExitPredictor(bare, ['1:fcn-b0']), tmp_path/'bare')
-    with pytest.raises(TypeError, match='Expected an EarlyExitPredictor or the path of a deployed checkpoint'): export_onnx(bare, tmp_path/'b2')
+    with pytest.raises(ValueError, match=r"no input settings"): export_onnx(bare, tmp_path/'b2')   # a bare MESSNet: all its heads
+    with pytest.raises(TypeError, match='Expected an EarlyExitPredictor, a MESSNet or the path of a deployed checkpoint'): export_onnx(42, tmp_path/'b3')
     with pytest.raises(FileNotFoundError, match='no such file or folder'): export_job(tmp_path/'no_run', out=tmp_path/'x')
 
 def test_export_job_and_predict_job(setup, tmp_path):
