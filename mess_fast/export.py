@@ -458,6 +458,7 @@ def export_job(run_or_model,          # A deployed checkpoint, a search folder, 
               )->Path:
     "Export a deployed network (or a run's every exit) as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, no torch), float32 or int8"
     if not (isinstance(opset, int) and 11 <= opset <= 23): raise ValueError(f"--opset: {opset} is not supported; expected 11..23 (17 is the default)")
+    if calib is not None and not int8: raise ValueError("--calib: calibration frames are for an int8 export; add --int8")
     if all_exits:
         p = Path(run_or_model)
         ckpt = p if p.is_file() else p/'model.pth'
