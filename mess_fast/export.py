@@ -366,7 +366,7 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its ch
                 opset:int=17,          # ONNX opset
                 verify:bool=True,      # Run every graph with ONNX Runtime on an example batch and compare with torch (int8: with its float32 twin)
                 batch:int=2,           # Batch size of the example inputs
-                all_exits:bool=False,  # Every head of the network, staged (steps, heads, one policy graph): what `build_cache_onnx` reads and `select_onnx` deploys from
+                all_exits:bool=False,  # Every head of the network, staged (steps, heads, one policy graph): what a cache built from ONNX Runtime would read (not written yet)
                 quantize:str|None=None, # 'int8': static int8 quantization of the network's graphs, calibrated on `calib`; None: float32
                 calib=None,            # Calibration frames for `quantize`: image files or folders, images, or a normalised batch (B, 3, H, W)
                )->Path:
