@@ -21,7 +21,8 @@ extras = {'dev': dev_requirements,
           'onnx': shlex.split(cfg.get('onnx_requirements', '')),
           'timm': shlex.split(cfg.get('timm_requirements', '')),
           'smp': shlex.split(cfg.get('smp_requirements', '')),
-          'distributed': shlex.split(cfg.get('distributed_requirements', ''))}
+          'distributed': shlex.split(cfg.get('distributed_requirements', '')),
+          'widgets': shlex.split(cfg.get('widgets_requirements', ''))}
 lic = licenses.get(cfg['license'], cfg['license'])
 min_python = cfg['min_python']
 scripts = [o.strip() for o in cfg.get('console_scripts', '').split() if o.strip()]

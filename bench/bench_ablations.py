@@ -20,7 +20,8 @@ import json, time, datetime, platform
 from pathlib import Path
 import pandas as pd, torch
 from fastcore.script import call_parse
-from mess_fast.model import MESSNet, FINAL, defaults
+from mess_fast.model import MESSNet
+from mess_fast.core import FINAL, defaults
 from mess_fast.train import mess_learner
 from fastai.torch_core import set_seed
 from common import RESULTS, CKPT, camvid_loaders

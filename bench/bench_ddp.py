@@ -27,7 +27,7 @@ import torch
 from fastcore.script import call_parse
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed, rank_distrib
-from mess_fast.model import defaults
+from mess_fast.core import defaults
 from mess_fast.train import mess_learner
 from mess_fast.distributed import distrib_launch
 from common import RESULTS, camvid_loaders
@@ -50,7 +50,7 @@ def worker(epochs1:int, epochs2:int, grid, positions, tiny:bool):
     "Runs in every launched process: stage 1 and stage 2 under `distrib_ctx`; rank 0 returns the timings"
     set_seed(0, reproducible=True)
     if tiny:
-        from mess_fast.data import mess_dls
+        from mess_fast.loaders import mess_dls
         dls = mess_dls(size=(48, 64), bs=4, max_items=16)
     else: dls = camvid_loaders(bs=8, size=(120, 160))[0]
     learn = mess_learner(dls, seed=0)

@@ -31,11 +31,12 @@ from pathlib import Path
 import pandas as pd, torch
 from fastcore.script import call_parse
 from fastai.torch_core import set_seed
-from mess_fast.model import FINAL, defaults
-from mess_fast.data import mess_dls, labelled_dl
+from mess_fast.core import FINAL, defaults
+from mess_fast.loaders import mess_dls, labelled_dl
 from mess_fast.train import mess_learner
 from mess_fast.profile import profile_net
-from mess_fast.search import build_cache, search, ExitConfig, measure
+from mess_fast.cache import build_cache, ExitConfig
+from mess_fast.search import search, measure
 from common import RESULTS, HELD_OUT, camvid_split, rel
 
 ARCHS = {'lraspp': 'tv:lraspp_mobilenet_v3_large', 'deeplabv3_mbv3': 'tv:deeplabv3_mobilenet_v3_large'}

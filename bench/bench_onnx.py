@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np, torch, onnxruntime as ort
 from fastcore.script import call_parse
 import mess_fast
-from mess_fast.data import input_meta, labelled_dl
-from mess_fast.model import MESSNet, FINAL, confusion, miou
-from mess_fast.predict import ExitPolicy
-from mess_fast.search import ExitConfig
+from mess_fast.loaders import input_meta, labelled_dl
+from mess_fast.model import MESSNet
+from mess_fast.core import FINAL, confusion, miou
+from mess_fast.policy import ExitPolicy
+from mess_fast.cache import ExitConfig
 from mess_fast.export import export_onnx
-from mess_fast.runtime import OnnxEarlyExitRunner, np_confusion, np_miou
+from mess_fast.runtime import OnnxEarlyExitRunner
+from mess_fast.core import np_confusion, np_miou
 from common import HERE, RESULTS, CKPT, camvid_loaders, camvid_split
 
 def shown(p):

@@ -16,8 +16,9 @@ from functools import partial
 from pathlib import Path
 import torch
 from fastcore.script import call_parse
-from mess_fast.model import plain
-from mess_fast.train import mess_learner, MultiExitLoss
+from mess_fast.core import plain
+from mess_fast.train import mess_learner
+from mess_fast.losses import MultiExitLoss
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.optimizer import Adam, OptimWrapper

@@ -26,11 +26,13 @@ import json, time, datetime, platform
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
-from mess_fast.model import MESSNet, FINAL, defaults, atomic_write
-from mess_fast.data import input_meta, labelled_dl
+from mess_fast.model import MESSNet
+from mess_fast.core import FINAL, defaults, atomic_write
+from mess_fast.loaders import input_meta, labelled_dl
 from mess_fast.profile import profile_net, LatencyProfile
-from mess_fast.search import build_cache, search, ExitConfig, measure
-from mess_fast.predict import ExitPolicy
+from mess_fast.cache import build_cache, ExitConfig
+from mess_fast.search import search, measure
+from mess_fast.policy import ExitPolicy
 from mess_fast.widgets import image_strip
 from common import RESULTS, CKPT, camvid_split, camvid_loaders
 

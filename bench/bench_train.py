@@ -24,7 +24,7 @@ import json, time, datetime, platform
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
-from mess_fast.model import FINAL, defaults
+from mess_fast.core import FINAL, defaults
 from mess_fast.train import mess_learner
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed

@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
-from mess_fast.model import FINAL, defaults
-from mess_fast.data import camvid_path, seg_source, mess_dls, labelled_dl, sequence_of
+from mess_fast.core import FINAL, defaults
+from mess_fast.data import camvid_path, seg_source, sequence_of
+from mess_fast.loaders import mess_dls, labelled_dl
 from bench_train import run_stage1, run_stage2, records
 from common import RESULTS, SIZE
 

@@ -7,8 +7,8 @@ sequence the network was trained on.
 """
 from dataclasses import replace
 from pathlib import Path
-from mess_fast.data import camvid_path, seg_source, split_pairs, mess_dls, labelled_dl
-
+from mess_fast.data import camvid_path, seg_source, split_pairs
+from mess_fast.loaders import mess_dls, labelled_dl
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE/'results'
 CKPT = RESULTS/'mess_r18.pth'

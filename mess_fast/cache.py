@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-import numpy as np, pandas as pd
+import numpy as np
 import torch
 from fastcore.basics import store_attr, listify, patch
 from fastprogress.fastprogress import progress_bar

@@ -32,7 +32,7 @@ from .certify import LOSSES, BOUNDS
 
 # %% auto #0
 __all__ = ['COMMANDS', 'parse_size', 'parse_grid', 'train_job', 'search_job', 'predict_job', 'train', 'search_cmd', 'predict_cmd',
-           'export_cmd', 'main']
+           'export_cmd', 'explore_cmd', 'main']
 
 # %% ../nbs/09_cli.ipynb #b3bb00c3
 def _csv(s, typ, name:str)->list:
@@ -224,6 +224,9 @@ def search_job(run,                         # A `mess_fast train` output folder 
     log("searching every configuration ...");         res = search(cache, prof, max_exits=max_exits, th_img=thi, progress=progress)
     outp.mkdir(parents=True)                                  # the search is kept even if no configuration meets the target
     prof.save(outp/'profile.json'); cache.save(outp/'cache.pt'); res.save(outp/'search.json')
+    if cache.labelled:   # six calibration frames with every exit's labels: the strip of the explorer page (`mess_fast explore`)
+        from mess_fast.widgets import image_strip
+        image_strip(net, cal_dl, res).save(outp/'strip.npz')
     log(f"{res.n_configs:,} configurations searched in {res.seconds:.1f} s; Pareto front ({cost}, calibration half):")
     col = 'latency_ms' if cost == 'latency' else 'gflops'
     with pd.option_context('display.width', 200, 'display.max_colwidth', 90):
@@ -407,8 +410,23 @@ def export_cmd(run_or_model:str,      # A deployed checkpoint (deployed.pth), a 
     from mess_fast.export import export_job                 # the [onnx] extra: imported only when asked for
     return export_job(run_or_model, out, opset, int8=int8, calib=calib)
 
+@call_parse
+def explore_cmd(path:str,              # A `mess_fast train` run folder (its latest search), a search folder, or a notebook
+                port:int=8866,          # Local port of the page
+                no_browser:bool=False,  # Do not open the page in a browser
+                ip:str='127.0.0.1',     # Interface to listen on ('0.0.0.0': other machines too)
+               ):
+    "Serve the exit explorer of a search as a web page (voila), until Ctrl-C"
+    _check(isinstance(port, int) and 0 < port < 65536, f"--port: expected a port number in 1..65535, got {port}")
+    try: from mess_fast.explore import serve, explorer_notebook   # the [widgets] extra (voila): imported only when asked for
+    except ImportError: raise CliError("the explorer page needs voila: pip install 'mess_fast[widgets]'") from None
+    p = Path(path)
+    nb = p if p.suffix == '.ipynb' else explorer_notebook(p)
+    print(f"wrote {nb}" if nb != p else f"serving {nb}")
+    return serve(nb, port, open_browser=not no_browser, ip=ip)
+
 # %% ../nbs/09_cli.ipynb #54707dad
-COMMANDS = dict(train=train, search=search_cmd, predict=predict_cmd, export=export_cmd)
+COMMANDS = dict(train=train, search=search_cmd, predict=predict_cmd, export=export_cmd, explore=explore_cmd)
 _USER_ERRORS = (CliError, DataError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError,
                 KeyError, ImportError, RuntimeError)
 

@@ -104,7 +104,7 @@ def miou(cm,                 # (n, n) confusion matrix: numpy array or (CPU or G
 
 def pixel_accuracy(cm, void:int|None=None)->float:
     "Share of the (non-void) labelled pixels predicted right, from confusion matrix `cm`"
-    cm = np.array(cm.cpu() if hasattr(cm, 'cpu') else cm, np.float64)
+    cm = np.asarray(cm.detach().cpu().numpy() if hasattr(cm, 'cpu') else cm, dtype=np.float64)
     if void is not None: cm[void] = 0
     return float(np.trace(cm) / max(cm.sum(), 1))
 

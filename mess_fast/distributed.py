@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from .train import MESSLearner   # mess_fast first: it imports fastai quietly
 from fastcore.basics import patch, listify
 from fastcore.meta import delegates
 from fastai.learner import Learner
@@ -231,4 +232,5 @@ def fit_mess_distrib(self:MESSLearner,
     return self
 
 # %% ../nbs/03b_distributed.ipynb #0ebe2dd7
-if __name__ == '__main__': _run_worker(sys.argv[1])
+from fastcore.imports import in_notebook
+if __name__ == '__main__' and not in_notebook(): _run_worker(sys.argv[1])   # a notebook kernel is '__main__' too: nothing runs there

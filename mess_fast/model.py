@@ -353,11 +353,11 @@ def read_checkpoint(path)->dict:
     if not path.exists(): raise FileNotFoundError(f"No MESSNet checkpoint at {path}")
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; expected a MESSNet checkpoint file")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+    except Exception as e:   # torch >= 2.6 words every failure 'Weights only load failed': only a refused global is a pickled object
+        if any(s in str(e) for s in ('Unsupported global', 'GLOBAL ', 'Unsupported class')):
             raise ValueError(f"{path} is not a MESSNet checkpoint: it holds pickled Python objects (a fastai Learner exported "
                              "with learn.export? load it with fastai's load_learner); expected a file written by MESSNet.save") from None
-        raise ValueError(f"{path} is not a readable MESSNet checkpoint: {e}") from None
+        raise ValueError(f"{path} is not a readable MESSNet checkpoint: the file is damaged or not a torch file ({type(e).__name__})") from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
         raise ValueError(f"{path} is not a MESSNet checkpoint (expected format {CKPT_FORMAT!r}, made by MESSNet.save)")
     if 'sha256' in ck and state_sha256(ck['state_dict']) != ck['sha256']:

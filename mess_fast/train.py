@@ -136,6 +136,8 @@ class ExitSampler(Callback):
                 ):
         if mode not in ('sample', 'all'): raise ValueError(f"mode must be 'sample' or 'all', got {mode!r}")
         store_attr(); self.rng = random.Random(seed); self.counts = {}
+    @property
+    def name(self): return 'exit_sampling'   # not 'exit_sampler': fastai sets, then deletes, `learn.<name>` around every fit
 
     def _keys(self): return list(self.keys) if self.keys is not None else list(unwrap_model(self.learn.model).heads)
     def before_fit(self): self.counts = {}

@@ -15,7 +15,7 @@ import ipywidgets as W
 from IPython.display import display
 from fastcore.basics import store_attr, patch
 from contextlib import contextmanager
-from .core import FINAL, plain
+from .core import FINAL, plain, atomic_write
 from .data import palette_for
 from .heads import parse_exit_key
 from .model import MESSNet, upsample, class_argmax
@@ -40,7 +40,6 @@ class ImageStrip:
 
 def _strip_save(self:ImageStrip, path, overwrite:bool=False)->Path:
     "Save the strip as a compressed `.npz` (refuses to overwrite unless `overwrite`)"
-    from mess_fast.model import atomic_write
     keys = list(self.masks)
     arrs = dict(idx=np.array(self.idx), images=self.images, labels=self.labels.astype(np.uint8), keys=np.array(keys),
                 masks=np.stack([self.masks[k] for k in keys]), codes=np.array(self.codes), void=np.array(-1 if self.void is None else self.void))

@@ -7,7 +7,8 @@ import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib
-from mess_fast.data import mess_dls
+from fastai.distributed import DistributedDL
+from mess_fast.loaders import mess_dls
 from mess_fast.train import mess_learner, unwrap_model, SaveBest
 
 SIZE, BS = (48, 64), 4
@@ -59,7 +60,9 @@ def run(out:str, epochs1:int=3, epochs2:int=2):
     learn = mess_learner(dls, seed=None, valid_exits=VALID_EXITS)   # seed None: each rank starts from a different random state
     probe = Probe()
     rec = dict(rank=rank, n_valid=len(dls.valid_ds), n_odd=len(odd.dataset))
+    orig = DistributedDL._broadcast
     with learn.distrib_ctx():
+        inside = DistributedDL._broadcast
         learn.fit_stage1(epochs1, save_best=True, cbs=[probe])
         rec['stage1_valid'], rec['stage1_odd'] = cms_of(learn), cms_of(learn, odd)
         rec['stage1_final'] = dict(params=digest(learn.net.parameters()), buffers=digest(learn.net.buffers()))
@@ -69,6 +72,8 @@ def run(out:str, epochs1:int=3, epochs2:int=2):
         learn.fit_stage2(epochs2, cbs=[probe])
         rec['frozen_after'], rec['heads_after'] = digest(frozen_part(learn.net)), digest(learn.net.heads.state_dict().values())
         rec['stage2_valid'] = cms_of(learn)
+    # fastai's `_broadcast` (CUDA only) is replaced under gloo for the context, and put back after it
+    rec['broadcast'] = dict(replaced_inside=inside is not orig, name_inside=inside.__name__, restored=DistributedDL._broadcast is orig)
     rec.update(sampled=probe.sampled, epochs=probe.epochs, fits=probe.fits)
     torch.save(rec, out/f'rank{rank}.pt')
     return dict(world=probe.fits[0]['world'])

@@ -81,18 +81,19 @@ def voila_diagnose(proc, out_path):
 
 @contextmanager
 def voila(notebook, timeout=120, log_path=None):
-    """A voila server (offline template: no CDN links) serving `notebook`; yields its base URL and the server process,
-    and always shuts it and its kernels down"""
+    """A voila server serving `notebook` exactly as `mess_fast explore` does (`mess_fast.explore.voila_command`: offline
+    template, re-checking kernel client); yields its base URL and the server process, and always shuts it and its kernels down"""
     try: import voila as _  # noqa: F401
     except ImportError: pytest.skip('voila is not installed (pip install voila)')
+    from mess_fast.explore import voila_command, template_root
     port = free_port()
     ipy = Path(tempfile.mkdtemp(prefix='mess-voila-ipython-'))
     (ipy/'profile_default'/'startup').mkdir(parents=True)
     (ipy/'profile_default'/'startup'/'00-faulthandler.py').write_text(_KERNEL_STARTUP)
-    env = dict(os.environ, JUPYTER_PATH=str(HERE/'voila'), PYTHONUNBUFFERED='1', MPLBACKEND='module://matplotlib_inline.backend_inline',
-               IPYTHONDIR=str(ipy))
-    cmd = [sys.executable, '-c', _SERVER_START, str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', '--Voila.port_retries=0',
-           '--template=offline', '--VoilaConfiguration.extension_denylist=jupyterlab-jupytext', '--show_tracebacks=True']
+    argv, env = voila_command(Path(notebook).resolve(), port, template_root(ipy/'jupyter'))   # the command `mess_fast explore` runs
+    env.update(PYTHONUNBUFFERED='1', MPLBACKEND='module://matplotlib_inline.backend_inline', IPYTHONDIR=str(ipy))
+    assert argv[1:3] == ['-m', 'voila']
+    cmd = [argv[0], '-c', _SERVER_START] + argv[3:] + ['--show_tracebacks=True']   # voila, with its asyncio tasks on SIGUSR2
     log_path = Path(log_path or ARTIFACTS/f'voila-{port}.log'); log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, 'w')
     proc = subprocess.Popen(cmd, cwd=Path(notebook).parent, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

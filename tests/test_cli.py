@@ -1,7 +1,6 @@
 """`mess_fast train`, `search` and `predict` end to end on one tiny run: the files each writes, the pick each option deploys,
 masks at the images' own sizes, one-line errors for bad input (the user-reported ones too), help texts, and nothing ever overwritten."""
 import re, shutil, time
-from pathlib import Path
 
 import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
@@ -17,7 +16,7 @@ from mess_fast.cache import ExitCache, ExitConfig
 from mess_fast.search import SearchResult, TARGETS
 
 TRAIN = ['--size', '64,96', '--max-items', '8', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2,5']
-SEARCH_FILES = ['cache.pt', 'deployed.pth', 'pareto.png', 'picks.csv', 'profile.json', 'search.json']
+SEARCH_FILES = ['cache.pt', 'deployed.pth', 'pareto.png', 'picks.csv', 'profile.json', 'search.json', 'strip.npz']
 QUICK = ['--rounds', '1', '--th-pix', '0.5,0.9', '--th-img', '0,0.5,0.9,1']    # a smaller search: these tests are about the options
 
 @pytest.fixture(scope='module')
@@ -49,7 +48,7 @@ def result_of(folder):
 
 # ---------------------------------------------------------------- train (+ its search)
 def test_train_writes_the_run(run):
-    assert sorted(p.name for p in run.iterdir()) == ['exits.csv', 'exits.png', 'learner.pkl', 'model.pth', 'results.png', 'run.json', 'search']
+    assert sorted(p.name for p in run.iterdir()) == ['exits.csv', 'exits.png', 'model.pth', 'results.png', 'run.json', 'search']   # learner.pkl only with --learner
     assert sorted(p.name for p in (run/'search').iterdir()) == SEARCH_FILES
     import json
     args = json.loads((run/'run.json').read_text())['args']
@@ -64,6 +63,34 @@ def test_train_writes_the_run(run):
     picks = pd.read_csv(run/'search'/'picks.csv')
     assert list(picks.target) == [FINAL] + list(TARGETS) and picks.label.iloc[0] == 'single-exit network'
     assert list(picks.config) == [ExitConfig(budget=FINAL).name] + [c.name for c in res.targets('latency').config]
+
+# ---------------------------------------------------------------- explore
+def test_explorer_page_of_a_run(run, tmp_path, monkeypatch):
+    "`mess_fast explore RUN` writes the page beside the run's latest search; its one cell builds the explorer of that search"
+    import json, os
+    from mess_fast.explore import explorer_notebook
+    r = fresh_copy(run, tmp_path/'run')
+    nb = explorer_notebook(r)
+    assert nb == r/'search'/'explorer.ipynb'
+    cells = json.loads(nb.read_text())['cells']
+    assert [c['cell_type'] for c in cells] == ['markdown', 'code'] and len(''.join(cells[0]['source']).splitlines()) == 5   # title, blank, 3 lines
+    monkeypatch.chdir(nb.parent)
+    ns = {}
+    exec(''.join(cells[1]['source']).replace('ExitExplorer(', 'ex = ExitExplorer(', 1), ns)
+    ex, (res, _) = ns['ex'], result_of(r/'search')
+    assert ex.ok and ex.net is not None and len(ex.strip) == 4 and ex.res.n_configs == res.n_configs   # the 4 calibration frames
+    assert ex.config == res.target('0.1pp')
+
+def err_of(r): return r[0], r[2]
+
+def test_explore_bad_input(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*err_of(cli('explore', run/'model.pth')), 'model.pth is a file', 'run folder')
+    (tmp_path/'empty').mkdir()
+    one_line_error(*err_of(cli('explore', tmp_path/'empty')), 'no search.json', 'mess_fast search')
+    one_line_error(*err_of(cli('explore', tmp_path/'nope')), 'no such folder')
+    one_line_error(*err_of(cli('explore', run, '--port', '70000')), '--port', '1..65535')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty']
 
 # ---------------------------------------------------------------- search
 def test_search_again_writes_search_2(run, tmp_path):

@@ -1,13 +1,15 @@
-"Converted segmentation models: exact final exit for every supported constructor, candidates, names that rebuild, errors, offline, and the whole MESS pipeline on one model of each family."
-import socket, time, warnings
+"Converted segmentation models: exact final exit for every supported constructor, candidates, names that rebuild (in a fresh process too), errors, offline, and the whole MESS pipeline on one model of each family."
+import json, os, socket, subprocess, sys, time, warnings
 import numpy as np, pytest, torch, torch.nn as nn, torchvision
-from mess_fast.model import MESSNet, FINAL, Tapped
+from mess_fast.core import FINAL
+from mess_fast.model import MESSNet, Tapped
 from mess_fast.convert import *
-from mess_fast.data import mess_dls
 from mess_fast.train import mess_learner
-from mess_fast.predict import EarlyExitPredictor, ExitPolicy, pixel_confidence
+from mess_fast.predict import EarlyExitPredictor
+from mess_fast.policy import ExitPolicy, pixel_confidence
 from mess_fast.profile import profile_net
-from mess_fast.search import build_cache, search, ExitConfig
+from mess_fast.cache import build_cache, ExitConfig
+from mess_fast.search import search
 
 warnings.filterwarnings('ignore', category=UserWarning)
 SEG = torchvision.models.segmentation
@@ -92,6 +94,32 @@ def test_names_build_and_rebuild(tmp_path):
     with pytest.raises(ValueError, match="Unknown smp encoder 'nope'"): MESSNet('smp:Unet:nope')
     with pytest.raises(ValueError, match="Unknown torchvision model 'tv:deeplabv3'"): MESSNet('tv:deeplabv3')
 
+def test_converted_network_loads_in_a_fresh_process(tmp_path):
+    "A saved conversion loads where only `from mess_fast.model import MESSNet` ran: its family ('tv:') is imported on first use"
+    m = random_bn(SEG.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5))
+    net = MESSNet.from_model(m, exits=['2:fcn-b0', '6:aspp-crm-b0']).eval()
+    p = net.save(tmp_path/'lraspp.pth')
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    torch.save(x, tmp_path/'x.pt')
+    with torch.no_grad(): want = net(x)
+    code = ("import sys, json, torch\n"
+            "from mess_fast.model import MESSNet\n"
+            "before = sorted(m for m in sys.modules if m.startswith('mess_fast.'))\n"
+            "net = MESSNet.load(sys.argv[1]).eval()\n"
+            "with torch.no_grad(): out = net(torch.load(sys.argv[2]))\n"
+            "torch.save(out, sys.argv[3])\n"
+            "print(json.dumps(dict(arch=net.config['arch'], exits=net.exit_keys, before=before)))")
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'} | dict(OMP_NUM_THREADS=str(torch.get_num_threads()))   # the same kernels
+    r = subprocess.run([sys.executable, '-c', code, str(p), str(tmp_path/'x.pt'), str(tmp_path/'out.pt')], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res['arch'] == 'tv:lraspp_mobilenet_v3_large' and res['exits'] == ['2:fcn-b0', '6:aspp-crm-b0', FINAL]
+    assert 'mess_fast.convert' not in res['before']                       # not imported by mess_fast.model itself
+    out = torch.load(tmp_path/'out.pt')
+    assert list(out) == list(want)
+    for k in want: assert torch.equal(out[k], want[k]), (k, (out[k] - want[k]).abs().max())
+
 @needs_smp
 def test_model_kwargs_and_aux_heads(tmp_path):
     "Constructor arguments are recovered and rebuild the model; auxiliary heads are left out"
@@ -156,7 +184,7 @@ def test_pretrained_offline_fails_fast(offline, arch, what):
 # --- the whole pipeline on one model of each family ------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def dls(): return mess_dls(size=(64, 96), bs=4, max_items=8)
+def dls(tiny_dls): return tiny_dls
 
 def spread_policy(net, full, exits, n):
     "Per-exit thresholds at batch medians, so that images leave at several exits"
@@ -164,7 +192,7 @@ def spread_policy(net, full, exits, n):
     ti, rest = {}, torch.arange(n)
     for k in exits:
         if len(rest) == 0: ti[k] = 1.; continue
-        ic = ExitPolicy(tp, at='full').image_confidence(full[k][rest], k, net.exit_stride(k))
+        ic = ExitPolicy(tp, at='full')(full[k][rest], k, net.exit_stride(k))[1]
         ti[k] = float(ic.sort().values[len(ic) // 2]); rest = rest[ic < ti[k]]
     return ExitPolicy(tp, ti, at='full')
 

@@ -1,5 +1,4 @@
 "Data pipeline: real CamVid, the embedded set, the three layouts, the resolution order, and every kind of bad input."
-import os
 from pathlib import Path
 
 import numpy as np, pytest, torch

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest, torch
 
 pytest.importorskip('accelerate')
-from mess_fast.data import mess_dls
-from mess_fast.model import MESSNet, confusion, class_argmax, miou, plain
-from mess_fast.distributed import distrib_launch
+from fastai.distributed import DistributedDL
+from mess_fast.core import confusion, miou, plain
+from mess_fast.loaders import mess_dls
+from mess_fast.model import MESSNet, class_argmax
+from mess_fast.train import mess_learner
+from mess_fast.fixtures import tiny_dls
+from mess_fast.distributed import distrib_launch, require_accelerate
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE/'_ddp_worker.py'
@@ -49,6 +53,20 @@ def test_replicas_identical_after_every_epoch(ranks):
     assert r0['stage1_final'] == r1['stage1_final']
     assert len({e['params'] for e in r0['epochs']}) == 5   # and training did move them
     assert r0['fits'][0]['best_epoch'] == r1['fits'][0]['best_epoch'] is not None
+
+def test_broadcast_restored_after_the_context(ranks):
+    "Under gloo, `distrib_ctx` replaces fastai's CUDA-only `DistributedDL._broadcast` for the context and restores it on exit"
+    _, (r0, r1) = ranks
+    for r in (r0, r1): assert r['broadcast'] == dict(replaced_inside=True, name_inside='_broadcast_on_pg_device', restored=True)
+
+def test_distrib_ctx_in_one_process_changes_nothing():
+    "Outside a multi-process launch the context is a no-op: the same model, no DDP wrapper, fastai's `_broadcast` untouched"
+    require_accelerate()
+    learn = mess_learner(tiny_dls(n=4, size=(32, 48), bs=2), positions=[2])
+    orig, net, cbs = DistributedDL._broadcast, learn.model, list(learn.cbs)
+    with learn.distrib_ctx() as l:
+        assert l is learn and learn.model is net and DistributedDL._broadcast is orig
+    assert DistributedDL._broadcast is orig and learn.model is net and list(learn.cbs) == cbs
 
 def _reference_cms(net, dl, keys, void):
     "Single process, no fastai loop: the confusion matrix of every exit over `dl`"

@@ -51,7 +51,7 @@ def test_every_notebook_has_a_page(built):
     for pg in pgs:
         assert pg.title == b.title_of(pg.src) and pg.title != pg.src.stem, f'{pg.src}: no `# Title`'
         page = (site/pg.url).read_text(encoding='utf-8')
-        assert f'<h1' in page and html.escape(pg.title, quote=False) in page, pg.url
+        assert '<h1' in page and html.escape(pg.title, quote=False) in page, pg.url
         assert not re.search(r'<(script|link|img|iframe)\b[^>]*\b(src|href)="(https?:)?//', page), f'{pg.url} loads something from the internet'
         text = _text(page)
         assert 'show_doc(' not in text, f'{pg.url} shows a show_doc call'

@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/'mess_fast'
 ORDER = ['core', 'imaging', 'data', 'loaders', 'backbones', 'heads', 'model', 'convert', 'losses', 'train', 'distributed', 'policy',
-         'predict', 'profile', 'cache', 'fixtures', 'search', 'certify', 'runtime', 'export', 'widgets', 'cli']
+         'predict', 'profile', 'cache', 'fixtures', 'search', 'certify', 'runtime', 'export', 'widgets', 'explore', 'cli']
 LAZY_OK = {('backbones', 'convert'), ('policy', 'model')}   # (importer, imported): the only imports of a later module, inside functions
 MAX_LINES, WARN_LINES = 500, 450
 
@@ -48,18 +48,7 @@ def test_every_module_has_a_place_in_the_order():
     "A new module needs a place in ORDER (and a notebook number that fits it)"
     assert set(modules()) == set(ORDER), f"modules not in ORDER: {sorted(set(modules()) - set(ORDER))}; in ORDER but gone: {sorted(set(ORDER) - set(modules()))}"
 
-KNOWN = {   # library problems these tests found (reported); strict: the mark must go once they are fixed
-    'widgets-import': "library: widgets.py (ImageStrip.save) imports atomic_write from mess_fast.model inside a function; it lives in "
-                      "mess_fast.core and is not in model's __all__",
-    'distributed-quiet': "library: `import mess_fast.distributed` as the first import prints torch's `torch.jit.script` FutureWarning "
-                         "(fastai.learner is imported before mess_fast's quiet import of fastai), as bug 12 did for the command line",
-    'nbs-paths': "nbs/03b_distributed.ipynb keeps a stored output with this machine's virtualenv path (the FutureWarning above)",
-}
-
-def _mods(known:dict):
-    return [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=KNOWN[known[m]])) if m in known else m for m in ORDER]
-
-@pytest.mark.parametrize('name', _mods({'widgets': 'widgets-import'}))
+@pytest.mark.parametrize('name', ORDER)
 def test_modules_import_only_earlier_modules_and_public_names(name):
     "A module imports only modules before it in ORDER (two lazy exceptions), and only the names in their `__all__`"
     if name not in modules(): pytest.skip(f"no module mess_fast.{name}")
@@ -81,7 +70,7 @@ def first_imports():
     res = {m: p.communicate(timeout=600) for m, p in procs.items()}
     return {m: (procs[m].returncode, *res[m]) for m in procs}
 
-@pytest.mark.parametrize('name', _mods({'distributed': 'distributed-quiet'}))
+@pytest.mark.parametrize('name', ORDER)
 def test_modules_import_quietly(name, first_imports):
     "Imported first, no module prints anything (bug 12 was a torch warning on every `mess_fast` command)"
     if name not in first_imports: pytest.skip(f"no module mess_fast.{name}")
@@ -155,7 +144,7 @@ def test_module_sizes():
 
 PATTERNS = ['/wo' + 'rk/', '/ho' + 'me/']      # split so that this file does not match itself
 
-@pytest.mark.parametrize('where', ['tests', 'mess_fast', pytest.param('nbs', marks=pytest.mark.xfail(strict=True, reason=KNOWN['nbs-paths'])),
+@pytest.mark.parametrize('where', ['tests', 'mess_fast', 'nbs',
                                    'scripts', 'bench/*.py'])
 def test_no_absolute_paths(where):
     "Bug 10 (user report): the notebooks, package, tests, scripts and benchmarks referred to absolute paths of one machine"

@@ -69,9 +69,6 @@ def test_load_rejects_foreign_files(tmp_path):
     torch.save({'obj': fractions.Fraction(1, 3)}, tmp_path/'pickled.pth')   # what learn.export writes: Python objects
     with pytest.raises(ValueError, match="pickled.pth is not a MESSNet checkpoint: it holds pickled Python objects"): MESSNet.load(tmp_path/'pickled.pth')
 
-@pytest.mark.xfail(strict=True, reason="library bug: read_checkpoint takes every torch.load failure whose message mentions "
-                   "'weights_only' (all of them in torch >= 2.6) for pickled Python objects, so a damaged or non-torch file is "
-                   "reported as 'holds pickled Python objects (a fastai Learner exported with learn.export?...)'")
 def test_load_names_an_unreadable_file(tmp_path):
     (tmp_path/'junk.pth').write_text('not a checkpoint')
     with pytest.raises(ValueError, match='junk.pth is not a readable MESSNet checkpoint'): MESSNet.load(tmp_path/'junk.pth')

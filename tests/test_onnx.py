@@ -6,30 +6,22 @@ when MESS_FAST_SLOW=1 is set."""
 import csv, json, os, shutil, subprocess, sys, textwrap
 from pathlib import Path
 
-import numpy as np, pytest, torch, torch.nn as nn
+import numpy as np, pytest, torch
 from PIL import Image
-from mess_fast.loaders import mess_dls, labelled_dl, input_meta
 from mess_fast.core import FINAL
-from mess_fast.model import MESSNet
+from mess_fast.loaders import mess_dls, labelled_dl, input_meta
 from mess_fast.policy import ExitPolicy, pixel_confidence
 from mess_fast.predict import EarlyExitPredictor
+from mess_fast.fixtures import tiny_net as _tiny_net
 from mess_fast.export import export_onnx, export_job
 from mess_fast import fixtures
 from mess_fast.runtime import OnnxEarlyExitRunner, onnx_predict_job, read_manifest, MANIFEST
-
 ROOT = Path(__file__).resolve().parents[1]
 EXITS = ['1:fcn-b0', '3:aspp-crm-b0', '5:fcn-crm-b1-rdi']
 
 def tiny_net(exits, n_classes=12, seed=0):
-    "An untrained ResNet-18 MESSNet with non-trivial batch-norm statistics (so that folding them is exercised)"
-    torch.manual_seed(seed)
-    net = MESSNet('resnet18', n_classes=n_classes, output_stride=16, exits=exits).eval()
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-    return net
+    "An untrained ResNet-18 MESSNet at output stride 16 with random batch-norm statistics (so that folding them is exercised)"
+    return _tiny_net(exits, n_classes, output_stride=16, seed=seed)
 
 def spread_policy(net, xb, exits, **kw):
     "Per-exit thresholds at medians of the images still there, so that images leave at every exit"
@@ -166,7 +158,7 @@ def test_bad_input(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match='no such file or folder'): export_job(tmp_path/'no_run', out=tmp_path/'x')
 
 def test_export_job_and_predict_job(setup, tmp_path):
-    ckpt = setup['pred'].save(tmp_path/'run'/'search'/'deployed.pth')
+    setup['pred'].save(tmp_path/'run'/'search'/'deployed.pth')
     o = export_job(tmp_path/'run', out=tmp_path/'onnx', log=lambda *a: None)
     assert read_manifest(o)['files'] == read_manifest(setup['out'])['files']     # same graphs, byte for byte
     imgs = [p for p, _ in setup['pairs'][:3]]
@@ -257,7 +249,7 @@ def test_runtime_without_torch(setup, tmp_path):
 
 @pytest.mark.skipif(not os.environ.get('MESS_FAST_SLOW'), reason='downloads onnxruntime, numpy and pillow into a fresh venv: set MESS_FAST_SLOW=1')
 def test_runtime_in_minimal_venv(setup, tmp_path):
-    "A fresh venv with only onnxruntime, numpy and pillow, and mess_fast's imaging and runtime modules copied beside it"
+    "A fresh venv with only onnxruntime, numpy and pillow, and the mess_fast modules the runtime imports copied beside it"
     venv = tmp_path/'venv'
     subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, timeout=120)
     py = venv/('Scripts' if os.name == 'nt' else 'bin')/'python'
@@ -267,5 +259,5 @@ def test_runtime_in_minimal_venv(setup, tmp_path):
     r = subprocess.run([str(py), '-m', 'pip', 'list', '--format=json'], capture_output=True, text=True, check=True)
     assert not {p['name'].lower() for p in json.loads(r.stdout)} & {'torch', 'fastai', 'fastcore'}
     pkg = tmp_path/'pkg'/'mess_fast'; pkg.mkdir(parents=True)
-    for f in ('__init__.py', 'imaging.py', 'runtime.py'): shutil.copy(ROOT/'mess_fast'/f, pkg/f)
+    for f in ('__init__.py', 'core.py', 'imaging.py', 'policy.py', 'runtime.py'): shutil.copy(ROOT/'mess_fast'/f, pkg/f)
     run_without_torch(setup, tmp_path, py, tmp_path/'pkg')

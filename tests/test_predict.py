@@ -1,7 +1,6 @@
 "Early-exit predictor invariants: exactness vs a full forward, nothing beyond the exit taken, nothing twice, thresholds, the caller's network left as it was."
 import math
 from collections import Counter
-from pathlib import Path
 import numpy as np, pytest, torch
 from mess_fast.core import FINAL
 from mess_fast.model import MESSNet

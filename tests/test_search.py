@@ -1,7 +1,7 @@
 """Exit search: the cache evaluates every configuration exactly as the predictor runs it (and as a brute force written here),
 threshold boundaries, Pareto fronts against full enumeration (exact: integer costs, mIoU summed in one order), targets and
 constraints with known answers, deployment and files. The tiny network, cache and profile are the shared ones of conftest.py."""
-import itertools, json, math
+import itertools, json
 import numpy as np, pytest, torch, torch.nn.functional as F
 from mess_fast.core import FINAL
 from mess_fast.heads import parse_exit_key
@@ -9,7 +9,7 @@ from mess_fast.model import MESSNet
 from mess_fast.policy import ExitPolicy, COST_SCALE
 from mess_fast.predict import EarlyExitPredictor
 from mess_fast.cache import ExitCache, ExitConfig, CACHE_FORMAT, build_cache, flops_costs
-from mess_fast.fixtures import TINY_HEADS, TINY_TH_PIX, SYNTH_KEYS, SYNTH_POS, synthetic_cache, hand_profile, tiny_net
+from mess_fast.fixtures import TINY_HEADS, TINY_TH_PIX, SYNTH_KEYS, synthetic_cache, hand_profile, tiny_net
 from mess_fast.search import *
 
 HEADS, TH_PIX = TINY_HEADS, TINY_TH_PIX

@@ -109,18 +109,12 @@ def test_stage1_exit_sampling_one_fit(dls, mode):
     else: assert calls == Counter({k: n_batches for k in net.heads})
     assert net.active is None and not learn.cbs.filter(lambda c: isinstance(c, ExitSampler))   # a callback of the fit only
 
-BUG_SAMPLER = ("library bug: fastai names the ExitSampler callback 'exit_sampler' and `Learner.remove_cb` deletes the learner attribute "
-               "of that name after fit, so `learn.exit_sampler` is None after the first stage-1 fit: a second fit_stage1 trains and "
-               "validates every exit (no sampling, valid_exits ignored)")
-
-@pytest.mark.xfail(strict=True, reason=BUG_SAMPLER)
 def test_exit_sampler_survives_a_fit(dls):
     learn = mess_learner(dls, positions=[2, 4], seed=0)
     sampler = learn.exit_sampler
     learn.fit_stage1(1, 1e-3)
     assert learn.exit_sampler is sampler
 
-@pytest.mark.xfail(strict=True, reason=BUG_SAMPLER)
 @pytest.mark.parametrize('mode', ['sample', 'all'])
 def test_stage1_exit_sampling(dls, mode):
     "Two stage-1 fits: the sampling goes on in the second, and heads not sampled there do not move"
