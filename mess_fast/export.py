@@ -195,7 +195,8 @@ def calibration_batch(calib,        # Image files or folders, images (PIL, uint8
     if calib is None: raise ValueError("int8 quantization needs calibration frames: calib=<image files or folders, or a normalised batch (B, 3, H, W)>")
     if isinstance(calib, (np.ndarray, torch.Tensor)) and calib.dtype != np.uint8 and calib.ndim == 4:
         x = torch.as_tensor(np.asarray(calib) if isinstance(calib, np.ndarray) else calib.as_subclass(torch.Tensor).cpu(), dtype=torch.float32)
-        if tuple(x.shape[1:]) != (3, *inp['size']): raise ValueError(f"calib: expected a normalised batch of shape (B, 3, {inp['size'][0]}, {inp['size'][1]}), got {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != (3, *inp['size']):
+            raise ValueError(f"calib: expected a normalised batch of shape (B, 3, {inp['size'][0]}, {inp['size'][1]}), got {tuple(x.shape)}")
         return x
     items = calib if isinstance(calib, (list, tuple)) else [calib]
     if all(isinstance(o, (str, Path)) for o in items): items = image_files(items)
@@ -308,7 +309,9 @@ def _walk(parts:list, extra:list, x:torch.Tensor, th_grid=None)->dict:
         th = torch.tensor(p.get('th_pix', 0.), dtype=torch.float32)
         st, o = run(p['main'], st, th_pix=th)
         if p['main']['role'] == 'head':
-            if 'policy' in by_role: run(by_role['policy'], {}, logits=o['logits'], th_pix=torch.tensor(th_grid if th_grid is not None else [float(th)], dtype=torch.float32))
+            if 'policy' in by_role:
+                grid = th_grid if th_grid is not None else [float(th)]
+                run(by_role['policy'], {}, logits=o['logits'], th_pix=torch.tensor(grid, dtype=torch.float32))
         if 'logits' in o and 'finish' in by_role: run(by_role['finish'], {}, logits=o['logits'])
     return runs
 
@@ -334,7 +337,8 @@ def _quantize_all(tmp:Path, graphs:list, runs:dict, parts:list, pol:ExitPolicy, 
                 elif n == 'labels': agree.append((o8[n] == o32[n]).mean())
             if 'confident' in o8:                 # the float policy in the int8 part: exact counts of the int8 logits
                 ok, cnt = pol.counts(torch.from_numpy(o8['logits']), torch.from_numpy(fd['th_pix']).reshape(1), 1)
-                counts_ok &= bool(np.abs(o8['confident'] - ok[:, 0].numpy()).max() <= max(1, int(ok.max()) // 100)) and bool((o8['counted'] == cnt.numpy()).all())
+                counts_ok &= bool(np.abs(o8['confident'] - ok[:, 0].numpy()).max() <= max(1, int(ok.max()) // 100))
+                counts_ok &= bool((o8['counted'] == cnt.numpy()).all())
         os.remove(f32)
         rep = dict(float_nodes=len(keep), rel_error={n: round(v, 5) for n, v in errs.items()})
         if agree: rep['labels_agree'] = round(float(np.mean(agree)), 5)
@@ -343,7 +347,8 @@ def _quantize_all(tmp:Path, graphs:list, runs:dict, parts:list, pol:ExitPolicy, 
         if bad: raise RuntimeError(f"{fn}: int8 outputs {bad} differ from float32 by a relative error of {max(errs[n] for n in bad):.3f} "
                                    f"(> {INT8_TOLERANCE['rel_error']}) on the calibration frames")
         if agree and np.mean(agree) < INT8_TOLERANCE['labels']:
-            raise RuntimeError(f"{fn}: only {np.mean(agree):.1%} of the int8 labels equal the float32 ones on the calibration frames (< {INT8_TOLERANCE['labels']:.0%})")
+            raise RuntimeError(f"{fn}: only {np.mean(agree):.1%} of the int8 labels equal the float32 ones on the calibration frames "
+                               f"(< {INT8_TOLERANCE['labels']:.0%})")
         if not counts_ok: raise RuntimeError(f"{fn}: the policy's counts in the int8 graph differ from ExitPolicy's on its own logits")
     return report
 
@@ -360,13 +365,13 @@ def _costs(net, size)->dict:
     return dict(n_candidates=len(net.candidates), seg_cum_gflops=[float(ct.loc[f'segment{i}', 'cum_gflops']) for i in range(len(net.segments))],
                 head_gflops={k: float(ct.loc[k, 'gflops']) for k in net.exit_keys})
 
-def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its checkpoint (`EarlyExitPredictor.save`), or a `MESSNet` (all its heads; none: the plain model)
+def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its checkpoint (`EarlyExitPredictor.save`), or a `MESSNet` (all its heads)
                 dir,                   # New or empty folder to write the graphs and manifest.json into
                 input:dict|None=None,  # Input settings (size, mean, std, codes, void) replacing those in `net.meta['input']`
                 opset:int=17,          # ONNX opset
                 verify:bool=True,      # Run every graph with ONNX Runtime on an example batch and compare with torch (int8: with its float32 twin)
                 batch:int=2,           # Batch size of the example inputs
-                all_exits:bool=False,  # Every head of the network, staged (steps, heads, one policy graph): what a cache built from ONNX Runtime would read (not written yet)
+                all_exits:bool=False,  # Every head of the network, staged (steps, heads, one policy graph), for a cache built from ONNX Runtime
                 quantize:str|None=None, # 'int8': static int8 quantization of the network's graphs, calibrated on `calib`; None: float32
                 calib=None,            # Calibration frames for `quantize`: image files or folders, images, or a normalised batch (B, 3, H, W)
                )->Path:

@@ -101,7 +101,8 @@ class OnnxEarlyExitRunner:
         self.policy = ExitPolicy(**man['policy'])   # the deployment's exit rule (numpy here), with its global offset
         self.finish = self._session(man['finish'], so, FINISH_INPUTS, FINISH_OUTPUTS) if man.get('finish') else None
         pg = man.get('policy_graph')
-        self.policy_graph = dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS, session=self._session(pg, so, POLICY_INPUTS, POLICY_OUTPUTS)) if pg else None
+        self.policy_graph = (dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS, session=self._session(pg, so, POLICY_INPUTS, POLICY_OUTPUTS))
+                             if pg else None)
         self.quantize = man.get('quantize')
         self.size = tuple(man['input']['size'])
         self.mean, self.std = man['input']['mean'], man['input']['std']
@@ -124,7 +125,8 @@ class OnnxEarlyExitRunner:
         ins, outs = list(g.get('inputs', [])), list(g.get('outputs', []))
         taps = lambda ns: all(n.startswith('tap') for n in ns)
         if not any(ins[:len(i)] == i and outs[:len(o)] == o and taps(ins[len(i):]) and taps(outs[len(o):]) for i, o in self._FORMS[kind]):
-            raise ValueError(f"{self.dir/g['file']}: a {kind} graph with inputs {ins} and outputs {outs} is not one this runtime runs; export the network again")
+            raise ValueError(f"{self.dir/g['file']}: a {kind} graph with inputs {ins} and outputs {outs} is not one this runtime runs; "
+                             "export the network again")
         return self._session(g['file'], so, ins, outs)
 
     @property
