@@ -89,6 +89,9 @@ def mess_dls(path:str|Path|SegSource|None=None,  # Dataset folder, or a `SegSour
         if check: check_dataset(path, layout=layout, valid=valid, raise_errors=True, **kwargs)
         src = seg_source(path, layout=layout, valid=valid, max_items=max_items, **kwargs)
     if not src.valid: raise DataError.of(src.path, "no validation pairs; expected a validation split (see `valid`)")
+    if len(src.train) < 2:   # one message, with the minimum (a batch of one fails in BatchNorm)
+        raise DataError.of(src.path, f"{len(src.train)} training pair(s); training needs at least 2 (a batch of 2 images: "
+                                     "BatchNorm needs more than one value per channel)")
     if len(src.train) < bs:
         warnings.warn(f"{src.path}: {len(src.train)} training pairs < bs={bs}; using bs={len(src.train)}")
         bs = len(src.train)

@@ -67,7 +67,7 @@ def test_train_writes_the_run(run):
 # ---------------------------------------------------------------- explore
 def test_explorer_page_of_a_run(run, tmp_path, monkeypatch):
     "`mess_fast explore RUN` writes the page beside the run's latest search; its one cell builds the explorer of that search"
-    import json, os
+    import json
     from mess_fast.explore import explorer_notebook
     r = fresh_copy(run, tmp_path/'run')
     nb = explorer_notebook(r)
@@ -327,3 +327,96 @@ def test_help_text_and_version():
             assert text.count('(default:') <= 1, (cmd, opt, text)
             if opt.startswith('--no-'):                       # a flag that turns something off must not read as turning it on
                 assert '(default: True)' not in text and not re.search(r'\b(Run|Do|Enable)\b', text), (cmd, opt, text)
+
+# ---------------------------------------------------------------- issue 23 (a new user's report): one test per item
+def test_masks_of_images_that_share_a_name(run, images, tmp_path):
+    "23.1: dir/a.png, dir/c1/a.png and dir/a.jpg all wrote a.png (torch) but a.png, a-2.png, a-3.png (ONNX): one rule for both, the CSV names each mask"
+    d = tmp_path/'imgs'; (d/'c1').mkdir(parents=True)
+    shutil.copy(images/'more'/'a.png', d/'a.png'); shutil.copy(images/'more'/'b.png', d/'c1'/'a.png')
+    Image.open(images/'img1.png').convert('RGB').save(d/'a.jpg')
+    files = [d/'a.png', d/'c1'/'a.png', d/'a.jpg']
+    rc, out, err = cli('predict', run, *files, '--out', tmp_path/'t')                 # the run folder: its latest deployment
+    assert rc == 0, err[-3000:]
+    df = pd.read_csv(tmp_path/'t'/'predictions.csv')
+    assert df['mask'].nunique() == 3 and all((tmp_path/'t'/m).is_file() for m in df['mask'])
+    masks = {m: np.asarray(Image.open(tmp_path/'t'/m)) for m in df['mask']}
+    assert masks[df['mask'][0]].shape != masks[df['mask'][1]].shape        # each image's own mask (sizes 96x64 vs 480x360)
+    pytest.importorskip('onnxruntime')
+    assert cli('export', run, '--out', tmp_path/'onnx')[0] == 0
+    rc, out, err = cli('predict', '--onnx', tmp_path/'onnx', *files, '--out', tmp_path/'o')
+    assert rc == 0, err[-3000:]
+    assert list(pd.read_csv(tmp_path/'o'/'predictions.csv')['mask']) == list(df['mask'])
+
+def test_search_shows_its_progress(run, tmp_path):
+    "23.2: the profile, the cache and the search printed nothing while they worked"
+    r = console('search', fresh_copy(run, tmp_path/'r'), *QUICK, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = r.stdout + r.stderr
+    for what in ('profiling', 'caching', 'searching'): assert what in text
+    assert re.search(r'\[\d+/\d+ [^\]]*configurations\]', text), text[-2000:]   # fastprogress: done/total, ETA, the number of configurations
+
+def test_predict_names_a_fastai_learner(run, images, tmp_path, monkeypatch):
+    "23.4: `predict RUN/learner.pkl IMG` answered with torch's 9-line weights_only warning"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'learner.pkl').write_bytes(b'\x80\x04not really a learner')
+    rc, out, err = cli('predict', tmp_path/'learner.pkl', images/'img1.png', '--out', 'o')
+    one_line_error(rc, err, 'learner.pkl', 'fastai Learner', 'deployed.pth')
+    assert 'weights_only' not in err and not (tmp_path/'o').exists()
+
+def test_one_training_frame_is_one_message(tmp_path, monkeypatch):
+    "23.5: a 1-frame training split warned 'using bs=1', then failed on bs 2: one message, with the minimum"
+    ds = segnet_ds(tmp_path/'ds', n_train=1)
+    monkeypatch.chdir(tmp_path)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                     # the old 'using bs=1' warning would be an exception here
+        rc, out, err = cli('train', '--data', ds, '--out', 'run', *TINY)
+    one_line_error(rc, err, '1 training pair', 'at least 2')
+    assert not (tmp_path/'run').exists()
+
+def test_ctrl_c_is_one_line(run, tmp_path, monkeypatch):
+    "23.6: Ctrl-C printed a 25-line KeyboardInterrupt traceback; one line says what was kept and how to start again"
+    from mess_fast import cli as C
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(C, 'build_cache', interrupted)
+    r = fresh_copy(run, tmp_path/'r')
+    before = sorted(p.name for p in r.rglob('*'))
+    rc, out, err = cli('search', r, *QUICK)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 130 and len(lines) == 1 and 'Traceback' not in err, err[-2000:]
+    assert 'interrupted' in lines[0] and f'mess_fast search {r}' in lines[0]
+    assert sorted(p.name for p in r.rglob('*')) == before                  # nothing half-written: no search-2/
+
+@pytest.mark.parametrize('opt', ['--th-img', '--th-pix'])
+def test_negative_first_values_reach_the_range_check(run, tmp_path, monkeypatch, opt):
+    "23.7: `--th-img -0.1,0.5` was eaten by argparse ('expected one argument') before the range check"
+    monkeypatch.chdir(tmp_path)
+    a = cli('search', run, opt, '-0.1,0.5')
+    b = cli('search', run, f'{opt}=-0.1,0.5')
+    one_line_error(a[0], a[2], opt, '-0.1')
+    assert a == b
+
+def test_search_given_a_file(run, tmp_path, monkeypatch):
+    "23.8: `mess_fast search <existing file>` said 'no such run folder'"
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli('search', run/'model.pth')
+    one_line_error(rc, err, 'model.pth', 'is a file', 'run folder')
+
+def test_export_opset_range(run, tmp_path, monkeypatch):
+    "23.9: `export --opset 3` showed torch's bare error"
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli('export', run, '--opset', '3', '--out', 'o')
+    one_line_error(rc, err, '--opset', '3', '11..23')
+    assert not (tmp_path/'o').exists()
+
+def test_budgeted_deployment_keeps_only_what_it_runs(run, tmp_path):
+    "23.9: a budgeted deployed.pth held the whole network; deployed checkpoints carry a checksum"
+    from mess_fast.model import read_checkpoint
+    res, _ = result_of(run/'search')
+    net = MESSNet.load(run/'model.pth')
+    res.deploy(ExitConfig(budget='2:fcn-b0'), net, path=tmp_path/'b.pth'); p = tmp_path/'b.pth'
+    assert p.stat().st_size < 0.5 * (run/'model.pth').stat().st_size
+    assert 'sha256' in read_checkpoint(p)
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    got, want = EarlyExitPredictor.load(p).predict_batch(x), res.deploy(ExitConfig(budget='2:fcn-b0'), net).predict_batch(x)
+    assert got['exits'] == want['exits'] == ['2:fcn-b0'] * 2 and torch.equal(got['masks'], want['masks'])

@@ -371,3 +371,13 @@ def test_export_refuses_to_overwrite(tmp_path, dls):
     assert (tmp_path/'other.pkl').read_text() == 'keep me'
     learn.export('learner.pkl', overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['learner.pkl', 'other.pkl']
+
+def test_export_with_a_relative_path(tmp_path, dls, monkeypatch):
+    "Issue 23.3: `MESSLearner.export` joined a relative `learn.path` twice (`Parent directory exp/exp does not exist`)"
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'exp').mkdir()
+    learn = mess_learner(dls, positions=[2])
+    learn.path = Path('exp')
+    learn.export('learner.pkl')
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['exp', 'learner.pkl'] and (tmp_path/'exp'/'learner.pkl').stat().st_size > 0
