@@ -403,10 +403,12 @@ def predict_cmd(*inputs:str,          # A deployed network (deployed.pth, or a r
 def export_cmd(run_or_model:str,      # A deployed checkpoint (deployed.pth), a search folder, or a `mess_fast train` run folder (its latest search)
                out:str='mess_onnx',   # Output folder for the graphs and manifest.json (a numbered sibling if taken)
                opset:int=17,          # ONNX opset (11..23)
+               int8:bool=False,       # Quantize the graphs to int8 (ONNX Runtime static QDQ; the exit policy stays float32)
+               calib:str=None,        # With --int8: a folder (or image file) of calibration frames; default: the frames the run's search calibrated on
               ):
-    "Export a deployed network as staged ONNX graphs with its exit policy and a manifest, to run with ONNX Runtime (no torch)"
+    "Export a deployed network as staged ONNX graphs (float32, or int8 with --int8) with its exit policy and a manifest, to run with ONNX Runtime (no torch)"
     from mess_fast.export import export_job                 # the [onnx] extra: imported only when asked for
-    return export_job(run_or_model, out, opset)
+    return export_job(run_or_model, out, opset, int8=int8, calib=calib)
 
 @call_parse
 def explore_cmd(path:str,              # A `mess_fast train` run folder (its latest search), a search folder, or a notebook

@@ -1,4 +1,4 @@
-"""A deployed early-exit network as staged ONNX graphs — one per part of the exit chain, each with its exit's policy inside — and a manifest that `mess_fast.runtime` runs without torch.
+"""A deployed early-exit network as staged ONNX graphs — one per part of the exit chain, each with its exit's policy inside, in float32 or int8 — and a manifest that `mess_fast.runtime` runs without torch.
 
 Docs: https://mess-fast.github.io/mess_fast/export.html.md"""
 
@@ -6,51 +6,101 @@ Docs: https://mess-fast.github.io/mess_fast/export.html.md"""
 
 # %% ../nbs/07a_export.ipynb #4b93cf57
 from __future__ import annotations
-import contextlib, io, json, os, shutil, warnings
+import contextlib, io, json, logging, os, shutil, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
 import torch, torch.nn as nn
 import mess_fast
 from .core import FINAL, file_sha256
-from .data import palette_for
-from .imaging import fresh_dir
-from .model import MESSNet, ExitWalk, upsample
+from .data import palette_for, resolve_data_path, split_pairs
+from .loaders import mess_dls
+from .imaging import fresh_dir, image_files, prepare_image
+from .heads import parse_exit_key
+from .model import MESSNet, ExitWalk, Tapped, upsample
 from .policy import ExitPolicy
 from .predict import EarlyExitPredictor, deployed_checkpoint
-from .runtime import MANIFEST, MANIFEST_FORMAT
+from .runtime import MANIFEST, MANIFEST_FORMATS, tap_name
 from .runtime import PART_INPUTS, PART_OUTPUTS, LAST_INPUTS, LAST_OUTPUTS, FINISH_INPUTS, FINISH_OUTPUTS
+from .runtime import STEP_INPUTS, STEP_OUTPUTS, HEAD_INPUTS, HEAD_OUTPUTS, POLICY_INPUTS, POLICY_OUTPUTS
 
 # %% auto #0
-__all__ = ['ExitPart', 'LastPart', 'Finish', 'onnx_export', 'export_onnx', 'export_job']
+__all__ = ['INT8', 'INT8_TOLERANCE', 'carried', 'produced', 'ExitPart', 'LastPart', 'Finish', 'Segments', 'HeadPart',
+           'PolicyCounts', 'onnx_export', 'float_nodes', 'quantize_graph', 'calibration_batch', 'export_onnx',
+           'search_calibration_frames', 'export_job']
+
+# %% ../nbs/07a_export.ipynb #cd0ab958
+def carried(net:MESSNet, start:int)->list:
+    "Positions of the earlier features the final head reads that a graph starting at segment `start` is given besides its input (-1: the image)"
+    return [p for p in (net.final_taps or []) if p < start - 1] if start > 0 else []
+
+def produced(net:MESSNet, start:int, end:int)->list:
+    "Positions of the features the final head reads that segments `start..end` produce (-1: the input image, kept by the first segment)"
+    return [p for p in (net.final_taps or []) if start <= p <= end or (p < 0 and start == 0)]
+
+def _seg_input(net, start, x, taps):
+    "What segment `start` runs on: `x`, with the taps carried to it (`x` is itself the tap of the position before)"
+    if not net.final_taps or start == 0: return x
+    kept = dict(zip(carried(net, start), taps)) | ({start - 1: x} if start - 1 in net.final_taps else {})
+    return Tapped(x, kept) if kept else x
+
+def _seg_output(f, taps_out)->tuple:
+    "The features after a run of segments, then the taps made there"
+    return (f.x if isinstance(f, Tapped) else f, *[f.taps[p] for p in taps_out])
 
 # %% ../nbs/07a_export.ipynb #06a217f4
 class ExitPart(nn.Module):
-    "Segments `start..end`, exit `key`'s native logits and its policy's counts: an early exit's graph"
+    "Segments `start..end`, exit `key`'s native logits and its policy's counts: an early exit's graph (carrying the final head's taps)"
     def __init__(self, net:MESSNet, start:int, end:int, key:str, policy:ExitPolicy):
         super().__init__()
         if policy.at != 'native':
             raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got at={policy.at!r}")
         self.net, self.start, self.end, self.key, self.policy, self.stride = net, start, end, key, policy, net.exit_stride(key)
+        self.taps_out = produced(net, start, end)     # the taps made here; those made earlier stay with the runner
     def forward(self, x, th_pix):
         f = self.net.run_segments(x, self.start, self.end)
         nat = self.net.exit_logits(self.key, f)
         ok, n = self.policy.counts(nat, th_pix.reshape(1), self.stride, exportable=True)
-        return f, nat, ok[:, 0], n
+        feats, *tp = _seg_output(f, self.taps_out)
+        return (feats, nat, ok[:, 0], n, *tp)
 
 class LastPart(nn.Module):
     "Segments `start..end`, exit `key`'s logits upsampled to `size` and their labels: where every image leaves"
     def __init__(self, net:MESSNet, start:int, end:int, key:str, size:tuple):
         super().__init__()
         self.net, self.start, self.end, self.key, self.size = net, start, end, key, tuple(size)
-    def forward(self, x):
-        f = self.net.run_segments(x, self.start, self.end)
+        self.taps_in = carried(net, start)
+    def forward(self, x, *taps):
+        f = self.net.run_segments(_seg_input(self.net, self.start, x, taps), self.start, self.end)
         return upsample(self.net.exit_logits(self.key, f), self.size).argmax(1)
 
 class Finish(nn.Module):
     "Native logits upsampled to `size` and their labels (first class on ties): for the images that leave an early exit"
     def __init__(self, size:tuple): super().__init__(); self.size = tuple(size)
     def forward(self, logits): return upsample(logits, self.size).argmax(1)
+
+# %% ../nbs/07a_export.ipynb #400f18c5
+class Segments(nn.Module):
+    "Segments `start..end` alone: one step of a staged chain (features in, features out, the final head's taps carried)"
+    def __init__(self, net:MESSNet, start:int, end:int):
+        super().__init__()
+        self.net, self.start, self.end = net, start, end
+        self.taps_out = produced(net, start, end)
+    def forward(self, x): return _seg_output(self.net.run_segments(x, self.start, self.end), self.taps_out)
+
+class HeadPart(nn.Module):
+    "Exit `key`'s native logits from the features at its position: a staged exit's graph"
+    def __init__(self, net:MESSNet, key:str): super().__init__(); self.net, self.key = net, key
+    def forward(self, features): return self.net.exit_logits(self.key, features)
+
+class PolicyCounts(nn.Module):
+    "The policy's pixel counts of any exit's native logits at each threshold of a grid: `(confident (B, T), counted (B,))`"
+    def __init__(self, policy:ExitPolicy):
+        super().__init__()
+        if policy.at != 'native':
+            raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got at={policy.at!r}")
+        self.policy = policy
+    def forward(self, logits, th_pix): return self.policy.counts(logits, th_pix.reshape(-1), 1, exportable=True)
 
 # %% ../nbs/07a_export.ipynb #b58f43ed
 def onnx_export(model:nn.Module,  # The wrapper to export (its modules are put in eval mode, then restored)
@@ -59,7 +109,7 @@ def onnx_export(model:nn.Module,  # The wrapper to export (its modules are put i
                 input_names:list, # Names of the graph inputs
                 output_names:list, # Names of the graph outputs
                 opset:int=17,     # ONNX opset
-                axes:dict|None=None, # Further dynamic axes: {name: {axis: label}}
+                axes:dict|None=None, # Dynamic axes replacing or adding to the batch axis: {name: {axis: label}}
                )->Path:
     "Export `model` with the legacy exporter and a dynamic batch axis on every input and output that has one"
     modes = {m: m.training for m in model.modules()}
@@ -75,11 +125,90 @@ def onnx_export(model:nn.Module,  # The wrapper to export (its modules are put i
         for m, t in modes.items(): m.training = t
     return Path(path)
 
+# %% ../nbs/07a_export.ipynb #34aebdae
+INT8 = dict(format='QDQ', activations='uint8', weights='int8, per output channel', calibration='MinMax')
+INT8_TOLERANCE = dict(rel_error=0.1, labels=0.9)   # int8 outputs vs their float32 twin on the calibration frames
+_PASS_BACK = ('Add', 'Sub', 'Mul', 'Div', 'Identity', 'Cast', 'Relu')   # ops the classifier's output may pass through to become the logits
+
+def float_nodes(model)->list:
+    "Names of the nodes of an exported graph that stay float32: the classifier making the exit's logits and everything computed from the logits"
+    g = model.graph
+    prod = {o: n for n in g.node for o in n.output}
+    outs = [o.name for o in g.output]
+    if 'logits' in outs: logits = 'logits'
+    else:
+        am = [n for n in g.node if n.op_type == 'ArgMax']
+        if not am: return []                                   # backbone steps: nothing computed from logits
+        logits = am[0].input[0]
+        while logits in prod and prod[logits].op_type in ('Resize', 'Identity', 'Cast'): logits = prod[logits].input[0]
+    keep, todo = [], [logits]
+    while todo:                                                # back to the convolutions that make the logits
+        n = prod.get(todo.pop())
+        if n is None or n.name in keep: continue
+        keep.append(n.name)
+        if n.op_type in _PASS_BACK: todo += list(n.input)
+    users = {}
+    for n in g.node:
+        for i in n.input: users.setdefault(i, []).append(n)
+    todo = [logits]
+    while todo:                                                # forward: everything computed from the logits
+        for n in users.get(todo.pop(), []):
+            if n.name not in keep: keep.append(n.name); todo += list(n.output)
+    return keep
+
+# %% ../nbs/07a_export.ipynb #2208d68f
+@contextlib.contextmanager
+def _quiet_quantizer():
+    "ONNX Runtime's quantizer logs advice on the root logger; keep it out of the notebooks and the console"
+    root = logging.getLogger(); lvl = root.level
+    root.setLevel(logging.ERROR)
+    try: yield
+    finally: root.setLevel(lvl)
+
+def quantize_graph(src,                 # The float32 graph (an .onnx file)
+                   dst,                 # Where to write the int8 graph
+                   feeds:list,          # Calibration inputs: a list of {input name: array}
+                   per_channel:bool=True, # One scale per output channel of each weight
+                  )->list:
+    "Static int8 quantization of `src` (QDQ; uint8 activations, int8 weights) calibrated on `feeds`; returns the nodes kept float32 (`float_nodes`)"
+    import onnx
+    from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType, CalibrationMethod
+    class Feeds(CalibrationDataReader):
+        def __init__(self): self.it = iter(feeds)
+        def get_next(self): return next(self.it, None)
+    model = onnx.load(str(src))
+    for i, n in enumerate(model.graph.node):
+        if not n.name: n.name = f"{n.op_type}_{i}"               # nodes are excluded by name
+    keep = float_nodes(model)
+    with tempfile.TemporaryDirectory() as td, _quiet_quantizer():
+        onnx.save(model, f"{td}/in.onnx")
+        quantize_static(f"{td}/in.onnx", str(dst), Feeds(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+                        calibrate_method=CalibrationMethod.MinMax)
+    return keep
+
+# %% ../nbs/07a_export.ipynb #7e62379e
+def calibration_batch(calib,        # Image files or folders, images (PIL, uint8 arrays), or a normalised batch (B, 3, H, W)
+                      inp:dict,     # Input settings (size, mean, std), as `_input_settings` returns them
+                     )->torch.Tensor:
+    "The calibration frames as a normalised float32 batch at the deployment's input size"
+    if calib is None: raise ValueError("int8 quantization needs calibration frames: calib=<image files or folders, or a normalised batch (B, 3, H, W)>")
+    if isinstance(calib, (np.ndarray, torch.Tensor)) and calib.dtype != np.uint8 and calib.ndim == 4:
+        x = torch.as_tensor(np.asarray(calib) if isinstance(calib, np.ndarray) else calib.as_subclass(torch.Tensor).cpu(), dtype=torch.float32)
+        if tuple(x.shape[1:]) != (3, *inp['size']):
+            raise ValueError(f"calib: expected a normalised batch of shape (B, 3, {inp['size'][0]}, {inp['size'][1]}), got {tuple(x.shape)}")
+        return x
+    items = calib if isinstance(calib, (list, tuple)) else [calib]
+    if all(isinstance(o, (str, Path)) for o in items): items = image_files(items)
+    if not len(items): raise ValueError("calib: no calibration images")
+    return torch.from_numpy(np.stack([prepare_image(o, inp['size'], inp['mean'], inp['std']) for o in items]))
+
 # %% ../nbs/07a_export.ipynb #5bf4268a
 def _predictor(p)->EarlyExitPredictor:
     if isinstance(p, EarlyExitPredictor): return p
+    if isinstance(p, MESSNet): return EarlyExitPredictor(p)
     if isinstance(p, (str, Path)): return EarlyExitPredictor.load(p)
-    raise TypeError(f"Expected an EarlyExitPredictor or the path of a deployed checkpoint (EarlyExitPredictor.save), got {type(p).__name__}")
+    raise TypeError(f"Expected an EarlyExitPredictor, a MESSNet or the path of a deployed checkpoint (EarlyExitPredictor.save), got {type(p).__name__}")
 
 def _input_settings(net, given)->dict:
     inp = dict((getattr(net, 'meta', None) or {}).get('input') or {}) | dict(given or {})
@@ -95,33 +224,161 @@ def _input_settings(net, given)->dict:
                 codes=list(inp['codes']), void=inp.get('void'))
 
 # %% ../nbs/07a_export.ipynb #636db681
-def _verify(sess_path, args, ref, names):
-    "Run the graph at `sess_path` on `args` with ONNX Runtime and compare with torch's outputs `ref`"
+def _session(path, threads:int|None=None):
     import onnxruntime as ort
     so = ort.SessionOptions(); so.log_severity_level = 3
-    s = ort.InferenceSession(str(sess_path), so, providers=['CPUExecutionProvider'])
+    if threads: so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
+
+def _is_float_output(n): return n in ('features', 'logits') or n.startswith('tap')
+
+def _verify(sess_path, args, ref, names):
+    "Run the graph at `sess_path` on `args` with ONNX Runtime and compare with torch's outputs `ref`"
+    s = _session(sess_path)
     feed = {i.name: a.numpy() for i, a in zip(s.get_inputs(), args)}
     for n, o, r in zip(names, s.run(None, feed), ref):
         r = r.numpy()
         if o.shape != r.shape: raise RuntimeError(f"{sess_path.name}: output {n} has shape {o.shape} in ONNX Runtime, {r.shape} in torch")
-        if n in ('features', 'logits'):
+        if _is_float_output(n):
             tol = 1e-4 * max(1., float(np.abs(r).max()))
             if not np.allclose(o, r, rtol=1e-3, atol=tol): raise RuntimeError(f"{sess_path.name}: output {n} differs from torch by up to {np.abs(o - r).max():.3g}")
         elif n == 'labels':
             if (o != r).mean() > 1e-3: raise RuntimeError(f"{sess_path.name}: {(o != r).mean():.2%} of the labels differ from torch")
         elif np.abs(o - r).max() > max(1, r.max() // 100): raise RuntimeError(f"{sess_path.name}: output {n} is {o.tolist()} in ONNX Runtime, {r.tolist()} in torch")
 
+# %% ../nbs/07a_export.ipynb #36455026
+def _spec(file, module, inputs, outputs, role, **kw)->dict:
+    "One graph of the export: its file, the torch module it is exported from, its input and output names, its role"
+    return dict(file=file, module=module, inputs=list(inputs), outputs=list(outputs), role=role, **kw)
+
+def _per_exit(plan):
+    "`(start, end, key)` per exit of `ExitWalk.plan()`: the first exit at a position runs the segments, the others none"
+    for start, end, keys in plan:
+        for j, k in enumerate(keys): yield (start if j == 0 else end + 1), end, k
+
+def _taps(ps): return [tap_name(p) for p in ps]
+
+def _fused_plan(net, pol, early, last, size, x)->list:
+    "The parts of a deployment, each one graph: segments + exit head + its counts, then segments + the last exit's labels"
+    parts = []
+    for i, (start, end, k) in enumerate(_per_exit(ExitWalk(net, x, early + [last]).plan())):
+        fn, st = f"part{i}.onnx", dict(key=k, pos=end, stride=net.exit_stride(k))
+        if k != last:
+            m = ExitPart(net, start, end, k, pol)
+            th_pix, th_img = pol.thresholds(k)
+            parts.append(st | dict(kind='exit', th_pix=th_pix, th_img=th_img, steps=[],
+                                   main=_spec(fn, m, PART_INPUTS, PART_OUTPUTS + _taps(m.taps_out), 'part')))
+        else:
+            m = LastPart(net, start, end, last, size)
+            parts.append(st | dict(kind='last', steps=[], main=_spec(fn, m, LAST_INPUTS + _taps(m.taps_in), LAST_OUTPUTS, 'last')))
+    return parts
+
+def _staged_plan(net, pol, size, x)->list:
+    "Every head of `net` as its own parts: the backbone between consecutive exits (steps), each head's logits, the final head's labels"
+    parts = []
+    for start, end, k in _per_exit(ExitWalk(net, x, list(net.heads) + [FINAL]).plan()):
+        steps = []
+        if start <= end:
+            m = Segments(net, start, end)
+            steps.append(_spec(f"seg{start}-{end}.onnx", m, STEP_INPUTS, STEP_OUTPUTS + _taps(m.taps_out), 'step',
+                               start=start, end=end))
+        st = dict(key=k, pos=end, stride=net.exit_stride(k), steps=steps)
+        if k == FINAL:
+            m = LastPart(net, end + 1, end, FINAL, size)
+            parts.append(st | dict(kind='last', main=_spec('final.onnx', m, LAST_INPUTS + _taps(m.taps_in), LAST_OUTPUTS, 'last')))
+        else:
+            pos, cfg = parse_exit_key(k)
+            th_pix, th_img = pol.thresholds(k)
+            parts.append(st | dict(kind='exit', th_pix=th_pix, th_img=th_img,
+                                   main=_spec(f"head{pos}_{cfg.name}.onnx", HeadPart(net, k), HEAD_INPUTS, HEAD_OUTPUTS, 'head')))
+    return parts
+
+@torch.no_grad()
+def _walk(parts:list, extra:list, x:torch.Tensor, th_grid=None)->dict:
+    "Run the chain's torch modules on batch `x` as ONNX Runtime will run the graphs: {file: [(inputs, outputs) of each run]}"
+    runs, by_role = {}, {g['role']: g for g in extra}
+    def run(g, st, **kw):
+        args = tuple(kw[n] if n in kw else st['x' if n == 'features' else n] for n in g['inputs'])
+        out = g['module'](*args); out = out if isinstance(out, tuple) else (out,)
+        runs.setdefault(g['file'], []).append((args, out))
+        o = dict(zip(g['outputs'], out))
+        return st | {('x' if n == 'features' else n): v for n, v in o.items() if n == 'features' or n.startswith('tap')}, o
+    st = {'x': x}
+    for p in parts:
+        for g in p['steps']: st = run(g, st)[0]
+        th = torch.tensor(p.get('th_pix', 0.), dtype=torch.float32)
+        st, o = run(p['main'], st, th_pix=th)
+        if p['main']['role'] == 'head':
+            if 'policy' in by_role:
+                grid = th_grid if th_grid is not None else [float(th)]
+                run(by_role['policy'], {}, logits=o['logits'], th_pix=torch.tensor(grid, dtype=torch.float32))
+        if 'logits' in o and 'finish' in by_role: run(by_role['finish'], {}, logits=o['logits'])
+    return runs
+
+# %% ../nbs/07a_export.ipynb #ea9d9343
+def _rel_error(o, r)->float: return float(np.linalg.norm((o - r).ravel()) / max(np.linalg.norm(r.ravel()), 1e-12))
+
+def _quantize_all(tmp:Path, graphs:list, runs:dict, parts:list, pol:ExitPolicy, chunk:int=8)->dict:
+    "Quantize every network graph in `tmp` (in place) on its calibration inputs `runs`; check each against its float32 twin; returns per-graph numbers"
+    report = {}
+    for g in graphs:
+        if g['role'] not in ('part', 'last', 'step', 'head'): continue
+        fn = g['file']
+        feeds = [{n: a.numpy() for n, a in zip(g['inputs'], args)} for args, _ in runs[fn]]
+        f32 = tmp/f".{fn}.float32"
+        os.replace(tmp/fn, f32)
+        keep = quantize_graph(f32, tmp/fn, feeds)
+        s32, s8 = _session(f32), _session(tmp/fn)
+        errs, agree, counts_ok = {}, [], True
+        for fd in feeds:
+            o32, o8 = dict(zip(g['outputs'], s32.run(None, fd))), dict(zip(g['outputs'], s8.run(None, fd)))
+            for n in g['outputs']:
+                if _is_float_output(n): errs[n] = max(errs.get(n, 0.), _rel_error(o8[n], o32[n]))
+                elif n == 'labels': agree.append((o8[n] == o32[n]).mean())
+            if 'confident' in o8:                 # the float policy in the int8 part: exact counts of the int8 logits
+                ok, cnt = pol.counts(torch.from_numpy(o8['logits']), torch.from_numpy(fd['th_pix']).reshape(1), 1)
+                counts_ok &= bool(np.abs(o8['confident'] - ok[:, 0].numpy()).max() <= max(1, int(ok.max()) // 100))
+                counts_ok &= bool((o8['counted'] == cnt.numpy()).all())
+        os.remove(f32)
+        rep = dict(float_nodes=len(keep), rel_error={n: round(v, 5) for n, v in errs.items()})
+        if agree: rep['labels_agree'] = round(float(np.mean(agree)), 5)
+        report[fn] = rep
+        bad = [n for n, v in errs.items() if v > INT8_TOLERANCE['rel_error']]
+        if bad: raise RuntimeError(f"{fn}: int8 outputs {bad} differ from float32 by a relative error of {max(errs[n] for n in bad):.3f} "
+                                   f"(> {INT8_TOLERANCE['rel_error']}) on the calibration frames")
+        if agree and np.mean(agree) < INT8_TOLERANCE['labels']:
+            raise RuntimeError(f"{fn}: only {np.mean(agree):.1%} of the int8 labels equal the float32 ones on the calibration frames "
+                               f"(< {INT8_TOLERANCE['labels']:.0%})")
+        if not counts_ok: raise RuntimeError(f"{fn}: the policy's counts in the int8 graph differ from ExitPolicy's on its own logits")
+    return report
+
 # %% ../nbs/07a_export.ipynb #47f4b8b8
-def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, or the checkpoint `EarlyExitPredictor.save` wrote
+def _entry(p:dict, staged:bool)->dict:
+    "A part of the plan as the manifest lists it"
+    e = {k: v for k, v in p.items() if k not in ('steps', 'main')} | {k: p['main'][k] for k in ('file', 'inputs', 'outputs')}
+    if staged: e['steps'] = [{k: g[k] for k in ('file', 'inputs', 'outputs', 'start', 'end')} for g in p['steps']]
+    return e
+
+def _costs(net, size)->dict:
+    "GFLOPs of the segments (cumulative) and of every exit, for a cache built from the graphs"
+    ct = net.cost_table(tuple(size)).set_index('key')
+    return dict(n_candidates=len(net.candidates), seg_cum_gflops=[float(ct.loc[f'segment{i}', 'cum_gflops']) for i in range(len(net.segments))],
+                head_gflops={k: float(ct.loc[k, 'gflops']) for k in net.exit_keys})
+
+def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its checkpoint (`EarlyExitPredictor.save`), or a `MESSNet` (all its heads)
                 dir,                   # New or empty folder to write the graphs and manifest.json into
                 input:dict|None=None,  # Input settings (size, mean, std, codes, void) replacing those in `net.meta['input']`
                 opset:int=17,          # ONNX opset
-                verify:bool=True,      # Run every graph with ONNX Runtime on an example batch and compare with torch
+                verify:bool=True,      # Run every graph with ONNX Runtime on an example batch and compare with torch (int8: with its float32 twin)
                 batch:int=2,           # Batch size of the example inputs
+                all_exits:bool=False,  # Every head of the network, staged (steps, heads, one policy graph), for a cache built from ONNX Runtime
+                quantize:str|None=None, # 'int8': static int8 quantization of the network's graphs, calibrated on `calib`; None: float32
+                calib=None,            # Calibration frames for `quantize`: image files or folders, images, or a normalised batch (B, 3, H, W)
                )->Path:
     "Export a deployed predictor as staged ONNX graphs with a manifest; refuses a non-empty folder. Returns the folder"
     try: import onnx
     except ImportError as e: raise ImportError("ONNX export needs the onnx package: pip install 'mess_fast[onnx]'") from e
+    if quantize not in (None, 'int8'): raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     pred = _predictor(pred_or_checkpoint)
     net, pol = pred.net, pred.policy
     inp = _input_settings(net, input)
@@ -129,67 +386,96 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, or the
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: export_onnx writes into a new or empty folder")
     if pol.at != 'native': raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got at={pol.at!r}")
-    early = [] if pred.budget is not None else pred.exits[:-1]
-    last = pred.budget if pred.budget is not None else FINAL
+    if all_exits and FINAL not in net.exit_keys: raise ValueError("all_exits=True needs a network with its final exit (this one was cut short with depth)")
+    xc = calibration_batch(calib, inp) if quantize else None      # read and checked before anything is written
     tmp = out.with_name(f".{out.name}.partial")
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     dev = next(net.parameters()).device
+    modes = {m: m.training for m in net.modules()}      # exported (and run for reference) in evaluation mode; the caller's modes come back
+    net.eval()
     try:
         with torch.no_grad(): x = torch.randn(batch, 3, *inp['size'], generator=torch.Generator().manual_seed(0)).to(dev)
-        parts, files, nat = [], [], None
-        for i, (start, end, keys) in enumerate(ExitWalk(net, x, early + [last]).plan()):
-            key = keys[0]
-            if key != last:
-                th_pix, th_img = pol.thresholds(key)
-                m, args, fn = ExitPart(net, start, end, key, pol), (x, torch.tensor(th_pix, dtype=torch.float32)), f"part{i}.onnx"
-                with torch.no_grad(): ref = m.eval()(*args)
-                onnx_export(m, args, tmp/fn, PART_INPUTS, PART_OUTPUTS, opset)
-                if verify: _verify(tmp/fn, [a.cpu() for a in args], [r.cpu() for r in ref], PART_OUTPUTS)
-                parts.append(dict(key=key, kind='exit', pos=end, stride=net.exit_stride(key), th_pix=th_pix,
-                                  th_img=th_img, file=fn, inputs=PART_INPUTS, outputs=PART_OUTPUTS))
-                files.append(fn); x, nat = ref[0], ref[1]
-                continue
-            m, fn = LastPart(net, start, end, last, inp['size']), f"part{i}.onnx"
-            with torch.no_grad(): ref = m.eval()(x)
-            onnx_export(m, (x,), tmp/fn, LAST_INPUTS, LAST_OUTPUTS, opset)
-            if verify: _verify(tmp/fn, [x.cpu()], [ref.cpu()], LAST_OUTPUTS)
-            parts.append(dict(key=last, kind='last', pos=end, stride=net.exit_stride(last), file=fn,
-                              inputs=LAST_INPUTS, outputs=LAST_OUTPUTS))
-        files.append(fn)
-        if early:
-            m, fn = Finish(inp['size']), 'finish.onnx'
-            with torch.no_grad(): ref = m(nat)
-            onnx_export(m, (nat,), tmp/fn, FINISH_INPUTS, FINISH_OUTPUTS, opset, axes={'logits': {2: 'height', 3: 'width'}})
-            if verify: _verify(tmp/fn, [nat.cpu()], [ref.cpu()], FINISH_OUTPUTS)
-            files.append(fn)
+        budget = None if all_exits else pred.budget
+        if all_exits: parts = _staged_plan(net, pol, inp['size'], x)
+        else: parts = _fused_plan(net, pol, [] if budget is not None else pred.exits[:-1], budget if budget is not None else FINAL, inp['size'], x)
+        early = any(p['kind'] == 'exit' for p in parts)
+        extra = []
+        if all_exits and early:
+            extra.append(_spec('policy.onnx', PolicyCounts(pol), POLICY_INPUTS, POLICY_OUTPUTS, 'policy',
+                               axes=dict(logits={2: 'height', 3: 'width'}, th_pix={0: 'thresholds'}, confident={1: 'thresholds'})))
+        if early: extra.append(_spec('finish.onnx', Finish(inp['size']), FINISH_INPUTS, FINISH_OUTPUTS, 'finish', axes={'logits': {2: 'height', 3: 'width'}}))
+        graphs = [g for p in parts for g in p['steps'] + [p['main']]] + extra
+        runs = _walk(parts, extra, x, th_grid=(0.1, 0.5, 0.9))
+        for g in graphs:
+            onnx_export(g['module'], runs[g['file']][0][0], tmp/g['file'], g['inputs'], g['outputs'], opset, g.get('axes'))
+            if (got := [i.name for i in onnx.load(str(tmp/g['file'])).graph.input]) != g['inputs']:
+                raise RuntimeError(f"{g['file']}: the exported graph takes {got}, not {g['inputs']} (an input it does not use?)")
+            if verify:
+                for args, ref in runs[g['file']]: _verify(tmp/g['file'], [a.cpu() for a in args], [r.cpu() for r in ref], g['outputs'])
+        qrep = None
+        if quantize:
+            cal = {}
+            for i in range(0, len(xc), 8):
+                for fn, rs in _walk(parts, extra, xc[i:i + 8].to(dev)).items(): cal.setdefault(fn, []).extend(rs)
+            qrep = _quantize_all(tmp, graphs, cal, parts, pol)
+        files = [g['file'] for g in graphs]
         for fn in files: onnx.checker.check_model(str(tmp/fn), full_check=True)
-        man = dict(format=MANIFEST_FORMAT, mess_fast=mess_fast.__version__, torch=torch.__version__, opset=opset,
-                   mode='budgeted' if pred.budget is not None else 'dynamic', budget=pred.budget,
+        entries = [_entry(p, all_exits) for p in parts]
+        plain = not all_exits and all(e['inputs'][:len(PART_INPUTS)] == e['inputs'] or e['inputs'] == LAST_INPUTS for e in entries) \
+                and all(e['outputs'] in (PART_OUTPUTS, LAST_OUTPUTS) for e in entries)
+        man = dict(format=MANIFEST_FORMATS[0] if plain else MANIFEST_FORMATS[-1], mess_fast=mess_fast.__version__, torch=torch.__version__, opset=opset,
+                   mode='budgeted' if budget is not None else 'dynamic', budget=budget,
                    input=dict(size=inp['size'], mean=inp['mean'], std=inp['std']), classes=inp['codes'], void=inp['void'],
                    palette=palette_for(inp['codes'], inp['void']).tolist(), policy=pol.to_dict(), net=net.full_config(),
-                   parts=parts, finish='finish.onnx' if early else None,
-                   files={fn: dict(sha256=file_sha256(tmp/fn), bytes=(tmp/fn).stat().st_size) for fn in files})
+                   parts=entries, finish='finish.onnx' if early else None, quantize=quantize)
+        if all_exits: man |= dict(all_exits=True, policy_graph='policy.onnx' if early else None, costs=_costs(net, inp['size']))
+        if quantize: man['quantization'] = INT8 | dict(frames=len(xc), tolerance=INT8_TOLERANCE, graphs=qrep,
+                                                       float32="the classifier making each exit's logits, the policy, upsampling and labels")
+        man['files'] = {fn: dict(sha256=file_sha256(tmp/fn), bytes=(tmp/fn).stat().st_size) for fn in files}
         (tmp/MANIFEST).write_text(json.dumps(man, indent=1))
         if out.exists(): out.rmdir()                    # empty (checked above)
         os.replace(tmp, out)
     finally:
+        for m, t in modes.items(): m.training = t
         if tmp.exists(): shutil.rmtree(tmp)
     return out
 
 # %% ../nbs/07a_export.ipynb #99055ab6
+def search_calibration_frames(run_or_model)->list:
+    "The image files of the calibration half a run's search chooses on (the first half of every validation sequence): what int8 is calibrated on by default"
+    p = Path(run_or_model).resolve()
+    run = next((d for d in [p, *p.parents] if (d/'run.json').is_file()), None)
+    if run is None: raise FileNotFoundError(f"{p}: not in a `mess_fast train` run folder (no run.json above it): give the calibration frames")
+    try: args = json.loads((run/'run.json').read_text())['args']
+    except (ValueError, KeyError) as e: raise ValueError(f"{run/'run.json'}: not a run description ({e})") from None
+    dls = mess_dls(resolve_data_path(args.get('data')), size=tuple(args['size']), bs=2, max_items=args.get('max_items'),
+                   seed=args.get('seed', 0), augment=False)
+    return [img for img, _ in split_pairs(dls.source.valid, 'halves')[0]]
+
 def export_job(run_or_model,          # A deployed checkpoint, a search folder, or a `mess_fast train` run folder
                out:str='mess_onnx',   # Output folder (a numbered sibling is used if it exists and is not empty)
                opset:int=17,          # ONNX opset (11..23)
+               int8:bool=False,       # Quantize the network's graphs to int8
+               calib=None,            # With `int8`: calibration image files or folders; None: the run's search calibration frames
+               all_exits:bool=False,  # Export the run's whole network (model.pth, every head) for a search on ONNX Runtime
                log=print,
               )->Path:
-    "Export a deployed network as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, no torch)"
+    "Export a deployed network (or a run's every exit) as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, no torch), float32 or int8"
     if not (isinstance(opset, int) and 11 <= opset <= 23): raise ValueError(f"--opset: {opset} is not supported; expected 11..23 (17 is the default)")
-    ckpt = deployed_checkpoint(run_or_model)
-    outp = export_onnx(ckpt, fresh_dir(out, create=False), opset=opset)
+    if calib is not None and not int8: raise ValueError("--calib: calibration frames are for an int8 export; add --int8")
+    if all_exits:
+        p = Path(run_or_model)
+        ckpt = p if p.is_file() else p/'model.pth'
+        if not ckpt.is_file(): raise FileNotFoundError(f"{p}: no model.pth; with all_exits, give a `mess_fast train` run folder or its model.pth")
+        what = MESSNet.load(ckpt)
+    else: what = ckpt = deployed_checkpoint(run_or_model)
+    frames = (image_files(calib) if calib is not None else search_calibration_frames(ckpt)) if int8 else None
+    outp = export_onnx(what, fresh_dir(out, create=False), opset=opset, all_exits=all_exits, quantize='int8' if int8 else None, calib=frames)
     man = json.loads((outp/MANIFEST).read_text())
     chain = ' > '.join(f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" if p['kind'] == 'exit' else p['key'] for p in man['parts'])
     mb = sum(f['bytes'] for f in man['files'].values()) / 2**20
-    log(f"Exported {ckpt.parent.name}/{ckpt.name} ({man['mode']}: {chain}; input {man['input']['size'][0]}x{man['input']['size'][1]}) "
-        f"as {len(man['files'])} ONNX graphs ({mb:.1f} MB) to {outp.name}/")
+    what = f"every exit: {', '.join(p['key'] for p in man['parts'])}" if all_exits else f"{man['mode']}: {chain}"
+    log(f"Exported {ckpt.parent.name}/{ckpt.name} ({what}; input {man['input']['size'][0]}x{man['input']['size'][1]}) "
+        f"as {len(man['files'])} ONNX graphs ({mb:.1f} MB{f', int8, calibrated on {len(frames)} frames' if int8 else ''}) to {outp.name}/")
     return outp

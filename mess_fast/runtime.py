@@ -19,15 +19,31 @@ from .imaging import prepare_image, prepare_mask, save_mask, image_files, fresh_
 from .policy import ExitPolicy, RiskController
 
 # %% auto #0
-__all__ = ['MANIFEST', 'MANIFEST_FORMAT', 'PART_INPUTS', 'PART_OUTPUTS', 'LAST_INPUTS', 'LAST_OUTPUTS', 'FINISH_INPUTS',
-           'FINISH_OUTPUTS', 'read_manifest', 'OnnxEarlyExitRunner', 'onnx_predict_job']
+__all__ = ['MANIFEST', 'MANIFEST_FORMAT', 'MANIFEST_FORMATS', 'PART_INPUTS', 'PART_OUTPUTS', 'LAST_INPUTS', 'LAST_OUTPUTS',
+           'FINISH_INPUTS', 'FINISH_OUTPUTS', 'STEP_INPUTS', 'STEP_OUTPUTS', 'HEAD_INPUTS', 'HEAD_OUTPUTS',
+           'POLICY_INPUTS', 'POLICY_OUTPUTS', 'tap_name', 'graph_files', 'read_manifest', 'OnnxEarlyExitRunner',
+           'onnx_predict_job']
 
 # %% ../nbs/07_runtime.ipynb #1f987edb
 MANIFEST = 'manifest.json'
-MANIFEST_FORMAT = 'mess_fast.onnx/1'
+MANIFEST_FORMAT = 'mess_fast.onnx/2'
+MANIFEST_FORMATS = ('mess_fast.onnx/1', MANIFEST_FORMAT)   # /1: fused parts carrying only the features
 PART_INPUTS, PART_OUTPUTS = ['x', 'th_pix'], ['features', 'logits', 'confident', 'counted']
 LAST_INPUTS, LAST_OUTPUTS = ['x'], ['labels']
 FINISH_INPUTS, FINISH_OUTPUTS = ['logits'], ['labels']
+STEP_INPUTS, STEP_OUTPUTS = ['x'], ['features']
+HEAD_INPUTS, HEAD_OUTPUTS = ['features'], ['logits']
+POLICY_INPUTS, POLICY_OUTPUTS = ['logits', 'th_pix'], ['confident', 'counted']
+
+def tap_name(pos:int)->str:
+    "Graph input/output name of the features at candidate `pos` that a final head also reads (-1: the input image)"
+    return 'tap_input' if pos < 0 else f'tap{pos}'
+
+def graph_files(man:dict)->list:
+    "Every graph file a manifest uses, each once, in running order"
+    fs = []
+    for p in man['parts']: fs += [s['file'] for s in p.get('steps', [])] + [p['file']]
+    return list(dict.fromkeys(fs + [man[k] for k in ('policy_graph', 'finish') if man.get(k)]))
 
 def read_manifest(dir,              # A folder written by `mess_fast.export.export_onnx`
                   verify:bool=True, # Check every graph's SHA-256 against the manifest
@@ -39,20 +55,23 @@ def read_manifest(dir,              # A folder written by `mess_fast.export.expo
     if not f.is_file(): raise FileNotFoundError(f"{d}: no {MANIFEST}; expected a folder written by export_onnx (mess_fast export)")
     try: man = json.loads(f.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{f}: not a readable manifest ({e})") from None
-    if not isinstance(man, dict) or man.get('format') != MANIFEST_FORMAT:
-        raise ValueError(f"{f}: not a mess_fast ONNX manifest (expected format {MANIFEST_FORMAT!r}, got {man.get('format') if isinstance(man, dict) else man!r})")
+    if not isinstance(man, dict) or man.get('format') not in MANIFEST_FORMATS:
+        raise ValueError(f"{f}: not a mess_fast ONNX manifest this version reads (expected format {' or '.join(map(repr, MANIFEST_FORMATS))}, "
+                         f"got {man.get('format') if isinstance(man, dict) else man!r})")
     need = ('parts', 'files', 'input', 'classes', 'mode')
     if (miss := [k for k in need if k not in man]): raise ValueError(f"{f}: manifest without {miss}; export the network again")
-    listed = [p['file'] for p in man['parts']] + ([man['finish']] if man.get('finish') else [])
-    for fn in listed:
+    for fn in graph_files(man):
         if fn not in man['files']: raise ValueError(f"{f}: {fn} is used by a part but has no hash in 'files'; export the network again")
         if not (d/fn).is_file(): raise FileNotFoundError(f"{d/fn}: missing; {MANIFEST} lists it as a graph of this deployment")
         if verify and (h := file_sha256(d/fn)) != man['files'][fn]['sha256']:
             raise ValueError(f"{d/fn}: does not match {MANIFEST} (sha256 {h[:12]}..., expected {man['files'][fn]['sha256'][:12]}...): "
                              "the graph was changed after export; export the network again")
-    if man['parts'][-1].get('kind') != 'last' or any(p.get('kind') != 'exit' for p in man['parts'][:-1]):
+    parts = man['parts']
+    if parts[-1].get('kind') != 'last' or any(p.get('kind') != 'exit' for p in parts[:-1]):
         raise ValueError(f"{f}: expected early-exit parts followed by one last part")
-    if len(man['parts']) > 1 and not man.get('finish'): raise ValueError(f"{f}: early exits but no finishing graph")
+    if (len(parts) > 1 or parts[-1].get('outputs') == HEAD_OUTPUTS) and not man.get('finish'): raise ValueError(f"{f}: early exits but no finishing graph")
+    if any(p.get('outputs') == HEAD_OUTPUTS for p in parts[:-1]) and not man.get('policy_graph'):
+        raise ValueError(f"{f}: exit heads without the policy graph that counts their pixels")
     return man
 
 # %% ../nbs/07_runtime.ipynb #1d246ea7
@@ -77,11 +96,14 @@ class OnnxEarlyExitRunner:
         so.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin else '0')
         self.parts = []
         for p in man['parts']:
-            names = (PART_INPUTS, PART_OUTPUTS) if p['kind'] == 'exit' else (LAST_INPUTS, LAST_OUTPUTS)
-            s = self._session(p['file'], so, *names)
-            self.parts.append(dict(p, session=s, th_pix_arr=np.array(p.get('th_pix', 0.), np.float32)))
+            steps = [dict(s, session=self._graph(s, so, 'step')) for s in p.get('steps', [])]
+            self.parts.append(dict(p, steps=steps, session=self._graph(p, so, p['kind']), th_pix_arr=np.array(p.get('th_pix', 0.), np.float32)))
         self.policy = ExitPolicy(**man['policy'])   # the deployment's exit rule (numpy here), with its global offset
         self.finish = self._session(man['finish'], so, FINISH_INPUTS, FINISH_OUTPUTS) if man.get('finish') else None
+        pg = man.get('policy_graph')
+        self.policy_graph = (dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS, session=self._session(pg, so, POLICY_INPUTS, POLICY_OUTPUTS))
+                             if pg else None)
+        self.quantize = man.get('quantize')
         self.size = tuple(man['input']['size'])
         self.mean, self.std = man['input']['mean'], man['input']['std']
         self.classes, self.void, self.budget = man['classes'], man.get('void'), man.get('budget')
@@ -94,6 +116,18 @@ class OnnxEarlyExitRunner:
         if got != (list(inputs), list(outputs)):
             raise ValueError(f"{self.dir/fn}: graph inputs/outputs {got}, expected {(list(inputs), list(outputs))}; export the network again")
         return s
+
+    _FORMS = dict(exit=[(PART_INPUTS, PART_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)], last=[(LAST_INPUTS, LAST_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)],
+                  step=[(STEP_INPUTS, STEP_OUTPUTS)])
+
+    def _graph(self, g, so, kind):
+        "The session of graph `g` (a part or step of the manifest), whose names must be a form of `kind` this loop runs: the standard names, then taps"
+        ins, outs = list(g.get('inputs', [])), list(g.get('outputs', []))
+        taps = lambda ns: all(n.startswith('tap') for n in ns)
+        if not any(ins[:len(i)] == i and outs[:len(o)] == o and taps(ins[len(i):]) and taps(outs[len(o):]) for i, o in self._FORMS[kind]):
+            raise ValueError(f"{self.dir/g['file']}: a {kind} graph with inputs {ins} and outputs {outs} is not one this runtime runs; "
+                             "export the network again")
+        return self._session(g['file'], so, ins, outs)
 
     @property
     def exits(self)->list:
@@ -139,6 +173,42 @@ def _patch(f):
     return f
 
 # %% ../nbs/07_runtime.ipynb #1152d2ce
+def _take(st:dict, rows)->dict:
+    "The carried arrays of the images at batch positions `rows`"
+    return {k: np.ascontiguousarray(v[rows]) for k, v in st.items()}
+
+def _run(self:OnnxEarlyExitRunner, g:dict, st:dict, **extra)->tuple:
+    "Run graph `g` on the carried arrays `st` ('x': the features, then taps) and `extra` inputs: `(st after it, {output name: array})`"
+    out = dict(zip(g['outputs'], g['session'].run(None, {n: extra[n] if n in extra else st['x' if n == 'features' else n] for n in g['inputs']})))
+    new = {('x' if n == 'features' else n): v for n, v in out.items() if n == 'features' or n.startswith('tap')}
+    return (st | new if new else st), out
+
+def _advance(self:OnnxEarlyExitRunner, p:dict, st:dict)->dict:
+    "Run part `p`'s steps (the backbone before its exit, in a staged deployment)"
+    for g in p['steps']: st = self._run(g, st)[0]
+    return st
+
+def _exit(self:OnnxEarlyExitRunner, p:dict, st:dict, counts:bool=True)->tuple:
+    "`(st, native logits, confident (B,), counted (B,))` of exit part `p` (the counts None if not `counts` and the part is staged)"
+    if 'confident' in p['outputs']:                       # fused: segments, head and counts in one graph
+        st, o = self._run(p, st, th_pix=p['th_pix_arr'])
+        return st, o['logits'], o['confident'], o['counted']
+    nat = self._run(p, st)[1]['logits']
+    if not counts: return st, nat, None, None
+    q = self._run(self.policy_graph, {}, logits=nat, th_pix=p['th_pix_arr'].reshape(1))[1]
+    return st, nat, q['confident'][:, 0], q['counted']
+
+def _pass(self:OnnxEarlyExitRunner, p:dict, st:dict)->dict:
+    "Go past exit part `p` without its answer: a fused part still runs (its segments are in it), a staged one's head does not"
+    return self._run(p, st, th_pix=p['th_pix_arr'])[0] if 'confident' in p['outputs'] else st
+
+def _answer(self:OnnxEarlyExitRunner, p:dict, st:dict)->np.ndarray:
+    "Labels of the last part `p` (a budgeted head's logits go through the finishing graph)"
+    o = self._run(p, st)[1]
+    return o['labels'] if 'labels' in o else self.finish.run(None, {'logits': o['logits']})[0]
+
+for _f in (_run, _advance, _exit, _pass, _answer): setattr(OnnxEarlyExitRunner, _f.__name__, _f)   # private helpers of the loop
+
 @_patch
 def _predict_batch(self:OnnxEarlyExitRunner,
                   x,                      # Images, or a normalised float32 batch (B, 3, H, W) / one image (3, H, W)
@@ -153,16 +223,16 @@ def _predict_batch(self:OnnxEarlyExitRunner,
     aud = np.zeros(B, bool) if audit is None else np.asarray(audit, bool).reshape(-1)
     if len(aud) != B: raise ValueError(f"audit has {len(aud)} entries for {B} images")
     loss = np.full(B, np.nan)
-    idx, feats = np.arange(B), x
+    idx, st = np.arange(B), {'x': x}
     for i, p in enumerate(self.parts):
-        s = p['session']
+        st = self._advance(p, st)
         if p['kind'] == 'last':
-            masks[idx] = s.run(None, {'x': feats})[0]
+            masks[idx] = self._answer(p, st)
             for r in idx: taken[r] = p['key']
             loss[idx[aud[idx]]] = 0.
             break
-        feats, nat, ok, n = s.run(None, {'x': feats, 'th_pix': p['th_pix_arr']})
-        if exit_key is not None and exit_key != p['key']: continue
+        if exit_key is not None and exit_key != p['key']: st = self._pass(p, st); continue
+        st, nat, ok, n = self._exit(p, st, counts=exit_key is None)
         if exit_key is None: leave, c = self.policy.decide(ok, n, p['key'])
         else: c, leave = np.full(len(idx), np.nan, np.float32), np.ones(len(idx), bool)
         sel = np.flatnonzero(leave)
@@ -173,19 +243,21 @@ def _predict_batch(self:OnnxEarlyExitRunner,
             for r in rows: taken[r] = p['key']
             if aud[rows].any():   # audited images go on through the rest of the chain from the features they left with
                 a = sel[aud[rows]]
-                loss[idx[a]] = (self.finish_chain(i + 1, np.ascontiguousarray(feats[a])) != masks[idx[a]]).reshape(len(a), -1).mean(1)
+                loss[idx[a]] = (self.finish_chain(i + 1, _take(st, a)) != masks[idx[a]]).reshape(len(a), -1).mean(1)
         if len(sel) == len(idx): break
         if len(sel):
             stay = np.flatnonzero(~leave)
-            idx, feats = idx[stay], np.ascontiguousarray(feats[stay])
+            idx, st = idx[stay], _take(st, stay)
     return dict(masks=masks, exits=taken, conf=conf, loss=loss)
 
 @_patch
-def _finish_chain(self:OnnxEarlyExitRunner, start:int, feats)->np.ndarray:
-    "The last part's labels for features that left part `start - 1`: the parts after it run without decisions"
+def _finish_chain(self:OnnxEarlyExitRunner, start:int, st)->np.ndarray:
+    "The last part's labels for the carried arrays `st` (or the features alone) that left part `start - 1`: the parts after it run without decisions"
+    st = st if isinstance(st, dict) else {'x': st}
     for p in self.parts[start:]:
-        if p['kind'] == 'last': return p['session'].run(None, {'x': feats})[0]
-        feats = p['session'].run(None, {'x': feats, 'th_pix': p['th_pix_arr']})[0]
+        st = self._advance(p, st)
+        if p['kind'] == 'last': return self._answer(p, st)
+        st = self._pass(p, st)
 
 @_patch
 def _predict(self:OnnxEarlyExitRunner,
@@ -196,6 +268,30 @@ def _predict(self:OnnxEarlyExitRunner,
     r = self.predict_batch(item, exit_key)
     if len(r['exits']) != 1: raise ValueError(f"predict takes one image; use predict_batch for {len(r['exits'])}")
     return r['masks'][0], r['exits'][0], float(r['conf'][0])
+
+# %% ../nbs/07_runtime.ipynb #5118ffb1
+@_patch
+def _all_exits(self:OnnxEarlyExitRunner,
+              x,       # Images, or a normalised float32 batch (B, 3, H, W)
+              th_pix,  # Pixel thresholds to count at
+             )->dict:
+    "Every exit of the chain on `x`, no decisions: {key: dict(labels (B, H, W), confident (B, T) and counted (B,) for the early ones)}"
+    x, th = self._batch(x), np.asarray(th_pix, np.float32).reshape(-1)
+    if not len(th): raise ValueError("No pixel thresholds given")
+    st, res = {'x': x}, {}
+    for p in self.parts:
+        st = self._advance(p, st)
+        if p['kind'] == 'last': res[p['key']] = dict(labels=self._answer(p, st)); break
+        if 'confident' in p['outputs']:
+            runs = [self._run(p, st, th_pix=np.array(t)) for t in th]   # the same features and logits each time
+            st, nat, n = runs[0][0], runs[0][1]['logits'], runs[0][1]['counted']
+            ok = np.stack([o['confident'] for _, o in runs], 1)
+        else:
+            nat = self._run(p, st)[1]['logits']
+            q = self._run(self.policy_graph, {}, logits=nat, th_pix=th)[1]
+            ok, n = q['confident'], q['counted']
+        res[p['key']] = dict(labels=self.finish.run(None, {'logits': nat})[0], confident=ok, counted=n)
+    return res
 
 # %% ../nbs/07_runtime.ipynb #be7ed008
 @_patch

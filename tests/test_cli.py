@@ -210,6 +210,25 @@ def test_predict_never_overwrites(run, images, tmp_path):
     assert sorted(p.name for p in (tmp_path/'out-2').iterdir()) == ['img1.png', 'img2.png', 'predictions.csv']
     assert 'out-2' in out
 
+def test_export_int8_and_predict_onnx(run, images, tmp_path):
+    "export --int8: calibrated on the run's search frames by default or on --calib; predict --onnx runs it; --calib alone is a one-line error"
+    import json
+    from mess_fast.export import search_calibration_frames
+    rc, out, err = cli('export', run, '--int8', '--out', tmp_path/'o8')
+    assert rc == 0, err[-3000:]
+    man = json.loads((tmp_path/'o8'/'manifest.json').read_text())
+    assert man['quantize'] == 'int8' and man['quantization']['frames'] == len(search_calibration_frames(run)) > 0
+    assert 'int8, calibrated on' in out
+    rc, out, err = cli('export', run, '--int8', '--calib', mini_camvid_path()/'val', '--out', tmp_path/'o8c')
+    assert rc == 0, err[-3000:]
+    assert json.loads((tmp_path/'o8c'/'manifest.json').read_text())['quantization']['frames'] == len(list((mini_camvid_path()/'val').iterdir()))
+    rc, out, err = cli('predict', '--onnx', tmp_path/'o8', images/'img1.png', images/'more', '--out', tmp_path/'pred', '--threads', '1')
+    assert rc == 0, err[-3000:]
+    df = pd.read_csv(tmp_path/'pred'/'predictions.csv')
+    assert len(df) == 3 and df.exit.isin([p['key'] for p in man['parts']]).all()
+    one_line_error(*cli('export', run, '--calib', images, '--out', tmp_path/'oc')[::2], '--calib', 'add --int8')
+    assert not (tmp_path/'oc').exists()
+
 # ---------------------------------------------------------------- user-reported bugs (numbered as in the report)
 CODES = 12      # the CamVid codes (the default when a SegNet-layout dataset has no codes.txt)
 TINY = ['--size', '32,48', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2']

@@ -14,6 +14,7 @@ from mess_fast.policy import ExitPolicy, pixel_confidence
 from mess_fast.predict import EarlyExitPredictor
 from mess_fast.fixtures import tiny_net as _tiny_net
 from mess_fast.export import export_onnx, export_job
+from mess_fast import fixtures
 from mess_fast.runtime import OnnxEarlyExitRunner, onnx_predict_job, read_manifest, MANIFEST
 ROOT = Path(__file__).resolve().parents[1]
 EXITS = ['1:fcn-b0', '3:aspp-crm-b0', '5:fcn-crm-b1-rdi']
@@ -152,7 +153,8 @@ def test_bad_input(setup, tmp_path):
     assert not (tmp_path/'full').exists() and not (tmp_path/'.full.partial').exists()
     bare = tiny_net(['1:fcn-b0'])
     with pytest.raises(ValueError, match=r"no input settings"): export_onnx(EarlyExitPredictor(bare, ['1:fcn-b0']), tmp_path/'bare')
-    with pytest.raises(TypeError, match='Expected an EarlyExitPredictor or the path of a deployed checkpoint'): export_onnx(bare, tmp_path/'b2')
+    with pytest.raises(ValueError, match=r"no input settings"): export_onnx(bare, tmp_path/'b2')   # a bare MESSNet: all its heads
+    with pytest.raises(TypeError, match='Expected an EarlyExitPredictor, a MESSNet or the path of a deployed checkpoint'): export_onnx(42, tmp_path/'b3')
     with pytest.raises(FileNotFoundError, match='no such file or folder'): export_job(tmp_path/'no_run', out=tmp_path/'x')
 
 def test_export_job_and_predict_job(setup, tmp_path):
@@ -169,6 +171,46 @@ def test_export_job_and_predict_job(setup, tmp_path):
     assert m.mode == 'P' and m.size == Image.open(imgs[0]).size
     ref = setup['runner'].predict(imgs[0])
     assert rows[0]['exit'] == ref[1]
+
+def test_int8(setup, tmp_path):
+    """export_onnx(quantize='int8'): the runner runs the int8 graphs unchanged, the manifest records the quantization, the graphs are
+    quantized, the policy stays float (its image confidences of the int8 logits are ExitPolicy's, bit for bit), and the labels on
+    frames it was not calibrated on agree with the float32 deployment's within INT8_TOLERANCE['labels'] at every exit"""
+    from mess_fast.export import INT8, INT8_TOLERANCE
+    import onnx, onnxruntime as ort
+    exits = ['1:fcn-b0', '3:aspp-crm-b0']
+    net = fixtures.tiny_net(exits)                              # untrained ResNet-18, output stride 32, random BatchNorm statistics
+    net.meta = dict(input=input_meta(setup['dls']))
+    xb = setup['xb']
+    cal, held = xb[:12], xb[12:]
+    assert len(held) >= 8
+    pred = EarlyExitPredictor(net, exits, spread_policy(net, cal, exits))
+    r32 = OnnxEarlyExitRunner(export_onnx(pred, tmp_path/'f32'), threads=2)
+    r8 = OnnxEarlyExitRunner(export_onnx(pred, tmp_path/'i8', quantize='int8', calib=cal), threads=2)
+    m8 = r8.manifest
+    assert (r32.manifest['quantize'], m8['quantize'], r8.quantize) == (None, 'int8', 'int8') and 'quantization' not in r32.manifest
+    q = m8['quantization']
+    assert {k: q[k] for k in INT8} == INT8 and q['frames'] == len(cal) and q['tolerance'] == INT8_TOLERANCE
+    assert set(q['graphs']) == {p['file'] for p in m8['parts']} and r8.exits == r32.exits == exits + [FINAL]
+    for p in m8['parts']:                                       # every network graph holds int8 weights and activations
+        ops = [n.op_type for n in onnx.load(str(tmp_path/'i8'/p['file'])).graph.node]
+        assert ops.count('QuantizeLinear') >= 3 and ops.count('DequantizeLinear') >= 3, (p['file'], ops.count('QuantizeLinear'))
+        assert (tmp_path/'i8'/p['file']).stat().st_size < 0.5 * (tmp_path/'f32'/p['file']).stat().st_size
+    assert not [n for n in onnx.load(str(tmp_path/'i8'/m8['finish'])).graph.node if n.op_type == 'QuantizeLinear']
+    # the runner runs it unchanged, and the float policy decides on the int8 logits exactly as ExitPolicy does
+    res = r8.predict_batch(held.numpy())
+    assert len(res['exits']) == len(held) and set(res['exits']) <= set(r8.exits) and res['masks'].shape == (len(held), 120, 160)
+    p0 = r8.parts[0]
+    s = ort.InferenceSession(str(tmp_path/'i8'/p0['file']), providers=['CPUExecutionProvider'])
+    _, nat, ok, n = s.run(None, {'x': held.numpy(), 'th_pix': p0['th_pix_arr']})
+    leave, conf = pred.policy(torch.from_numpy(nat), p0['key'], net.exit_stride(p0['key']))
+    np.testing.assert_array_equal(r8.policy.decide(ok, n, p0['key'])[1], conf.numpy())
+    assert [k == p0['key'] for k in res['exits']] == leave.tolist()
+    # labels at every exit, on frames the quantization never saw, against float32 (graph for graph, no decisions)
+    agree = {k: float((r8.predict_batch(held.numpy(), exit_key=k)['masks'] == r32.predict_batch(held.numpy(), exit_key=k)['masks']).mean())
+             for k in r8.exits}
+    assert min(agree.values()) >= INT8_TOLERANCE['labels'], agree
+    assert max(agree.values()) < 1, agree                       # int8 is not float32 in disguise
 
 SCRIPT = textwrap.dedent('''
     import sys, json
