@@ -6,7 +6,7 @@ Docs: https://mess-fast.github.io/mess_fast/explore.html.md"""
 
 # %% ../nbs/08a_explore.ipynb #e8a00004
 from __future__ import annotations
-import json, os, shutil, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 from queue import Empty
 
