@@ -1,0 +1,229 @@
+"""Trust benchmark: do the search's promises hold on frames it was not chosen on? Certified picks (issue 24) and online
+risk control (issue 25), on the network of `bench_train_shift.py` (ResNet-18 MESS trained on CamVid sequence 0016E5 only;
+sequences 0001TP, 62 frames, and 0006R0, 101 frames, never trained on).
+
+Everything is computed exactly from caches of the unseen frames (one pass of the network over them, `build_cache`, with
+labels: confusion matrices for the mIoU against ground truth, and agreement counts for the label-free disagreement), and
+latencies from a latency profile of this machine (`profile_net`); a few picks are also measured end to end
+(`EarlyExitPredictor.evaluate`, batch size 1, interleaved rounds, audits included) to check the predicted speed-ups.
+
+Part A, within one unseen sequence: `--splits` random splits of its clips (`--clip` frames) into calibration and
+evaluation clips. On the calibration clips: the paper's point pick (lowest latency at <= 0.1 pp drop), the
+bootstrap-robust pick, certified picks (Pareto Testing, disagreement and mIoU-drop losses, two bounds), and an oracle
+chosen on the evaluation clips. On the evaluation clips: realised risk, violation of the promise, speed-up, mIoU drop
+vs the final exit (pooled).
+
+Part B, across sequences: calibrate on one unseen sequence, evaluate on the other (both ways); and calibrate on the first
+`--head` frames of the evaluation sequence itself (labelled: the point pick; label-free: the certified disagreement pick)
+and evaluate on the rest.
+
+Part C, online control: the two unseen sequences played as one stream (both orders), deployed with a pick made offline on
+0016E5's own frames (the calibration a user has: the training drive), with audits (p) and rolling risk control (alpha);
+the same without control; realised disagreement overall and after the first 30 frames of each sequence, per window,
+mIoU drop vs the final exit against ground truth, predicted speed-up including the audits, frames until recovery after
+the switch of sequence. A few streams are also run end to end to measure the speed-up with the audits.
+
+Writes results/trust.json and results/trust.txt (no machine paths). The search space is the benchmark's heads and
+pixel thresholds with up to 2 early exits and image thresholds 0, 0.1, ..., 1 (about 2.5e5 configurations per search:
+Part A runs hundreds of searches).
+
+    python bench/bench_trust.py            # after bench_train_shift.py; about 30-40 min on 2 otherwise idle cores
+"""
+import json, time, datetime, platform
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+from fastcore.script import call_parse
+from mess_fast.core import FINAL, miou
+from mess_fast.loaders import mess_dls, labelled_dl
+from mess_fast.model import MESSNet
+from mess_fast.policy import RiskController
+from mess_fast.profile import profile_net
+from mess_fast.cache import build_cache, ExitCache, ExitConfig, stream_cost
+from mess_fast.search import search
+from mess_fast.certify import certify, clip_units, unit_losses
+from common import RESULTS, SIZE
+from bench_train_shift import shift_split, unseen_pairs, TRAIN_SEQ, UNSEEN, SHIFT_CKPT
+
+TH_IMG = tuple(round(0.1 * i, 1) for i in range(11))
+
+def pooled_drop(cache, cfg):
+    "mIoU (against ground truth) of the final exit minus that of `cfg`, pooled over the cached frames, in pp"
+    return (cache.evaluate(ExitConfig(budget=FINAL))['miou'] - cache.evaluate(cfg)['miou']) * 100
+
+def speedup(cache, cfg, lat):
+    "Predicted mean-latency speed-up of `cfg` over the final exit on the cached frames"
+    r = cache.evaluate(cfg, [lat]); return lat.budgeted(FINAL) / r['latency']
+
+def row_of(cache, cfg, lat, method, **kw):
+    "What a pick does on the evaluation frames"
+    r = cache.evaluate(cfg, [lat])
+    return dict(method=method, config=cfg.name, disagreement=r['disagreement'], drop_pp=pooled_drop(cache, cfg),
+                speedup=lat.budgeted(FINAL) / r['latency'], **kw)
+
+def point_pick(cache, prof, max_exits=2):
+    "The paper's 0.1 pp target on `cache` (the point pick), and the search (for the bootstrap-robust one)"
+    res = search(cache, prof, max_exits=max_exits, th_img=TH_IMG, progress=False)
+    return res.pick('latency', max_drop_pp=0.1), res
+
+def oracle(cache, prof, alpha, max_exits=2):
+    "The cheapest configuration whose disagreement on `cache` itself is at most alpha (chosen on the frames it is judged on)"
+    res = search(cache, prof, max_exits=max_exits, th_img=TH_IMG, accuracy='agreement', progress=False)
+    ok = [c for c in res.fronts['latency'] if cache.evaluate(c)['disagreement'] <= alpha]
+    return ok[0] if ok else ExitConfig(budget=FINAL)          # the front is cheapest first
+
+def control_pick(cache, prof):
+    "Part C's deployment: the paper's 0.1 pp pick on `cache` or, when that is a budgeted network (nothing to control), the cheapest early-exit chain of the front within 1 pp"
+    cfg, res = point_pick(cache, prof)
+    if cfg.budget is None: return cfg, "the paper's 0.1 pp pick"
+    chains = [c for c in res.fronts['latency'] if c.budget is None and pooled_drop(cache, c) <= 1.0]   # cheapest first
+    return (chains[0], "the cheapest early-exit chain within 1 pp (the 0.1 pp pick was a budgeted network)") if chains else (cfg, "the 0.1 pp pick")
+
+def settings(cache, max_exits=2): return dict(heads=cache.heads, th_pix=list(cache.th_pix), th_img=list(TH_IMG), max_exits=max_exits)
+
+@call_parse
+def main(splits:int=100,        # Random clip splits per unseen sequence (Part A)
+         clip:int=2,            # Frames per calibration unit
+         alphas:str='0.05,0.15', # Disagreement targets of the certified picks (Part A/B)
+         alpha_drop:float=0.05, # mIoU-drop target of the drop certificate (a fraction: 0.05 = 5 pp per clip)
+         delta:float=0.1,       # Allowed probability that a certificate is wrong
+         head:int=30,           # Part B: frames of the evaluation sequence used to recalibrate on it
+         rounds:int=3,          # Interleaved rounds of the end-to-end measurements
+         threads:int=2,         # torch threads
+         ckpt:str=str(SHIFT_CKPT), out:str=str(RESULTS)):
+    "Run the trust benchmark; print tables; write trust.json and trust.txt"
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    out, report = Path(out), []
+    def say(*a):
+        s = ' '.join(str(o) for o in a); print(s, flush=True); report.append(s)
+    pd.set_option('display.width', 250); pd.set_option('display.max_colwidth', 80)
+    net = MESSNet.load(ckpt).eval()
+    src = shift_split()
+    dls = mess_dls(src, size=SIZE, bs=8)
+    pairs = {s: unseen_pairs(src, s) for s in UNSEEN}
+    train_val = [p for p in sorted(src.train) if 'val' in Path(p[0]).parent.name] or sorted(src.train)[-101:]
+    res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
+               threads=threads, network=dict(arch='resnet18', output_stride=8, trained_on=TRAIN_SEQ, unseen=list(UNSEEN), size=list(SIZE)),
+               settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG))
+    say(f"network trained on {TRAIN_SEQ}; unseen: " + ', '.join(f"{s} ({len(p)} frames)" for s, p in pairs.items()))
+    t = time.perf_counter()
+    caches = {s: build_cache(net, labelled_dl(dls, p, bs=8), progress=False) for s, p in pairs.items()}
+    caches['train'] = build_cache(net, labelled_dl(dls, train_val, bs=8), progress=False)
+    say(f"caches of {', '.join(f'{k}: {c.n_images}' for k, c in caches.items())} frames in {time.perf_counter() - t:.0f} s")
+    prof = profile_net(net, SIZE, reps=10, progress=False)
+    lat = prof.costs(caches['0006R0'].keys)
+    for s in UNSEEN:
+        c = caches[s]
+        say(f"{s}: final exit mIoU {c.evaluate(ExitConfig(budget=FINAL))['miou'] * 100:.2f}; "
+            f"best early exit alone {max(c.evaluate(ExitConfig(budget=k))['miou'] for k in c.heads) * 100:.2f}")
+    alphas = [float(a) for a in alphas.split(',')]
+
+    # ---- Part A: within one unseen sequence, random clip splits
+    rows = []
+    for s in UNSEEN:
+        c = caches[s]; units = clip_units(c.items, clip); n_u = units.max() + 1
+        for sp in range(splits):
+            rng = np.random.default_rng(sp)
+            cal_u = rng.permutation(n_u)[:n_u // 2]
+            fc, fe = np.flatnonzero(np.isin(units, cal_u)), np.flatnonzero(~np.isin(units, cal_u))
+            cc, ce = c.subset(fc), c.subset(fe)
+            pp, rs = point_pick(cc, prof)
+            rows.append(row_of(ce, pp, lat, 'point (0.1 pp)', seq=s, split=sp, promise=np.nan))
+            rows.append(row_of(ce, rs.pick('latency', max_drop_pp=0.1, confidence=0.9), lat, 'robust (0.1 pp, 90%)', seq=s, split=sp, promise=np.nan))
+            for a in alphas:
+                for bound in ('hb', 'wsr'):
+                    ct = certify(cc, {'latency': lat}, settings(cc), a, delta, 'disagreement', clip, bound=bound, seed=sp)
+                    rows.append(row_of(ce, ct.config, lat, f'certified disagreement {bound}', seq=s, split=sp, promise=a, alpha=a,
+                                       certified=ct.certified, alpha_min=ct.alpha_min))
+                rows.append(row_of(ce, oracle(ce, prof, a), lat, 'oracle (chosen on evaluation clips)', seq=s, split=sp, promise=a, alpha=a))
+            ct = certify(cc, {'latency': lat}, settings(cc), alpha_drop, delta, 'drop', clip, bound='wsr', seed=sp)
+            ld = unit_losses(ce, ct.config, clip_units(ce.items, clip), 'drop').mean()
+            rows.append(row_of(ce, ct.config, lat, 'certified drop wsr', seq=s, split=sp, promise=alpha_drop, alpha=alpha_drop,
+                               certified=ct.certified, alpha_min=ct.alpha_min, clip_drop=ld))
+        say(f"Part A {s}: {splits} splits done ({time.perf_counter() - t_start:.0f} s)")
+    A = pd.DataFrame(rows)
+    A['violated'] = np.where(A.method == 'certified drop wsr', A.get('clip_drop', np.nan) > A.promise, A.disagreement > A.promise)
+    summ = (A.groupby(['seq', 'method', 'alpha'], dropna=False)
+             .agg(picks=('split', 'size'), certified=('certified', 'mean'), violation_rate=('violated', 'mean'),
+                  disagreement=('disagreement', 'mean'), drop_pp=('drop_pp', 'mean'), speedup=('speedup', 'median'),
+                  alpha_min=('alpha_min', 'median')).reset_index())
+    say("\nPart A — within one unseen sequence, random splits of its clips (calibrate on half, judge on the other half):")
+    say(summ.round(4).to_string(index=False))
+    res['within'] = json.loads(summ.to_json(orient='records'))
+
+    # ---- Part B: across sequences, and recalibration on the first frames of the new one
+    rows = []
+    for cal, ev in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])):
+        cc, ce = caches[cal], caches[ev]
+        tail = ce.subset(range(head, ce.n_images)); headc = ce.subset(range(head))
+        pp, rs = point_pick(cc, prof)
+        rows.append(row_of(tail, pp, lat, 'point (0.1 pp)', cal=cal, eval=ev))
+        rows.append(row_of(tail, rs.pick('latency', max_drop_pp=0.1, confidence=0.9), lat, 'robust (0.1 pp, 90%)', cal=cal, eval=ev))
+        for a in alphas:
+            ct = certify(cc, {'latency': lat}, settings(cc), a, delta, 'disagreement', clip, bound='wsr')
+            rows.append(row_of(tail, ct.config, lat, 'certified disagreement wsr', cal=cal, eval=ev, alpha=a, certified=ct.certified))
+            ct = certify(headc, {'latency': lat}, settings(headc), a, delta, 'disagreement', clip, bound='wsr')
+            rows.append(row_of(tail, ct.config, lat, f'label-free, certified on the first {head} frames', cal=f'{ev}[:{head}]', eval=ev, alpha=a,
+                               certified=ct.certified))
+            rows.append(row_of(tail, oracle(tail, prof, a), lat, 'oracle (chosen on the evaluation frames)', cal=ev, eval=ev, alpha=a))
+        pp2, _ = point_pick(headc, prof)
+        rows.append(row_of(tail, pp2, lat, f'labelled, point pick on the first {head} frames', cal=f'{ev}[:{head}]', eval=ev))
+    B = pd.DataFrame(rows)
+    say(f"\nPart B — across sequences (judged on the evaluation sequence after its first {head} frames):")
+    say(B.round(4).to_string(index=False))
+    res['across'] = json.loads(B.to_json(orient='records'))
+
+    # ---- Part C: online control over a stream of the two unseen sequences
+    deployed, why = control_pick(caches['train'], prof)
+    say(f"\nPart C — the deployed configuration, {why} on {caches['train'].n_images} frames of {TRAIN_SEQ} "
+        f"(the training drive): {deployed.name}")
+    rows, traces = [], {}
+    if deployed.budget is not None: say("the pick is a budgeted network: nothing to control")
+    for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])):
+        stream = ExitCache.concat([caches[order[0]], caches[order[1]]])
+        n0 = caches[order[0]].n_images
+        for p, a, g in [(0., 0.05, 0.5)] + [(p, a, 0.5) for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]:
+            if deployed.budget is not None: break
+            ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=0)
+            if p == 0: ctrl.p = 0.
+            tr = stream.replay(deployed, ctrl)
+            T = pd.DataFrame(tr)
+            dis = stream.disagreement()[np.arange(stream.n_images), [stream.keys.index(k) for k in T.exit]]
+            after = np.r_[np.arange(30, n0), np.arange(n0 + 30, stream.n_images)]
+            cms = np.stack([stream.cms[i, stream.keys.index(k)] for i, k in enumerate(T.exit)])
+            drop = (miou(stream.cms[after, -1].sum(0), stream.void) - miou(cms[after].sum(0), stream.void)) * 100
+            win = pd.Series(dis).rolling(20, min_periods=20).mean()
+            rec = next((i - n0 for i in range(n0, stream.n_images) if abs(win[i] - a) <= 0.01), None)
+            cost = stream_cost(tr, deployed, lat)
+            rows.append(dict(stream=' > '.join(order), p=p, alpha=a, gamma=g, control=p > 0, disagreement=float(dis.mean()),
+                             disagreement_after30=float(dis[after].mean()), window_max_after30=float(win[after].max()),
+                             drop_pp_after30=drop, speedup=lat.budgeted(FINAL) / cost, audits=int(T.audited.sum()),
+                             recovery_frames=rec, flags=int(T.flag.sum())))
+            traces[f"{' > '.join(order)} p={p} alpha={a}"] = T[['frame', 'exit', 'audited', 'loss', 'theta_after', 'window_risk', 'flag']].round(5).to_dict('list')
+    C = pd.DataFrame(rows)
+    say("\nPart C — online control over the stream of the two unseen sequences (exact replays from the caches; speed-up includes the audits):")
+    say(C.round(4).to_string(index=False))
+    res['online'] = dict(deployed=deployed.name, deployed_why=why, runs=json.loads(C.to_json(orient='records')), traces=traces)
+
+    # ---- end-to-end measurements: a few picks and one controlled stream, interleaved rounds
+    ev_pairs = pairs['0006R0'][head:]
+    dl = labelled_dl(dls, ev_pairs, bs=1)                       # batch size 1: each frame pays for its own exits
+    cands = {FINAL: ExitConfig(budget=FINAL), 'deployed (chosen on 0016E5)': deployed}
+    if deployed.budget is None:
+        cands_ctrl = {'deployed + control p=0.1 alpha=0.05': (deployed, dict(alpha=0.05, p=0.1))}
+    meas = {}
+    for r in range(rounds):
+        for name, cfg in cands.items():
+            meas.setdefault(name, []).append(cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl)['latency_ms'])
+        if deployed.budget is None:
+            for name, (cfg, kw) in cands_ctrl.items():
+                e = cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl, controller=RiskController(seed=0, **kw))
+                meas.setdefault(name, []).append(e['latency_ms'])
+    M = pd.DataFrame([dict(name=k, latency_ms=float(np.median(v)), speedup=float(np.median(meas[FINAL]) / np.median(v))) for k, v in meas.items()])
+    say(f"\nMeasured end to end on 0006R0 after its first {head} frames (batch size 1, median of {rounds} interleaved rounds):")
+    say(M.round(3).to_string(index=False))
+    res['measured'] = json.loads(M.to_json(orient='records'))
+    res['seconds'] = time.perf_counter() - t_start
+    (out/'trust.json').write_text(json.dumps(res, indent=1, default=float))
+    (out/'trust.txt').write_text('\n'.join(report) + '\n')
+    say(f"\nwrote trust.json and trust.txt to {out.name}/ in {res['seconds'] / 60:.1f} min")
