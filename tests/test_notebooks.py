@@ -4,6 +4,7 @@ here and not under `nbdev-test` (nbs/tutorials/.notest), so that CI runs each of
 import nbformat, pytest
 from pathlib import Path
 from nbconvert.preprocessors import ExecutePreprocessor
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
@@ -16,5 +17,6 @@ def test_tutorials_are_left_to_this_test():
 def test_runs_as_opened(nb, monkeypatch):
     monkeypatch.delenv('MESS_FAST_FULL', raising=False)
     book = nbformat.read(nb, as_version=4)
-    ExecutePreprocessor(timeout=1800, kernel_name='python3').preprocess(book, {'metadata': {'path': str(nb.parent)}})   # raises on an error
+    recheck = Config({'KernelManager': {'client_class': 'mess_fast.explore.RecheckingKernelClient'}})   # never a missed reply
+    ExecutePreprocessor(timeout=1800, kernel_name='python3', config=recheck).preprocess(book, {'metadata': {'path': str(nb.parent)}})   # raises on an error
     assert all(o.get('output_type') != 'error' for c in book.cells if c.cell_type == 'code' for o in c.get('outputs', []))
