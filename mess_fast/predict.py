@@ -111,7 +111,7 @@ def predict_batch(self:EarlyExitPredictor,
     idx = torch.arange(B, device=self.device)
     aud = torch.zeros(B, dtype=torch.bool) if audit is None else torch.as_tensor(audit, dtype=torch.bool).reshape(-1)
     if len(aud) != B: raise ValueError(f"audit has {len(aud)} entries for {B} images")
-    loss = torch.full((B,), float('nan'))
+    loss = torch.full((B,), float('nan'), dtype=torch.float64)   # a share of pixels: count / total, as the ONNX runtime
     with evaluating(net):
         walk = net.exit_walk(x, chain)
         for key, nat in walk:
@@ -136,11 +136,12 @@ def predict_batch(self:EarlyExitPredictor,
 @patch
 def _audit(self:EarlyExitPredictor, walk, key, sel, rows, masks, aud, size):
     "Disagreement with the final exit of the images `rows` leaving at `key` (nan for the unaudited ones); they continue from the walk's features"
-    net, out = self.net, torch.full((len(rows),), float('nan'))
+    net, out = self.net, torch.full((len(rows),), float('nan'), dtype=torch.float64)
     if key == FINAL: out[aud[rows.cpu()]] = 0.; return out
     a = aud[rows.cpu()].nonzero()[:, 0]
     fin = net.exit_logits(FINAL, net.run_segments(walk.feats[sel.to(self.device)[a.to(self.device)]], net.exit_pos(key) + 1))
-    out[a] = (class_argmax(upsample(fin, size)) != masks[rows[a.to(self.device)]]).float().flatten(1).mean(1).cpu()
+    diff = (class_argmax(upsample(fin, size)) != masks[rows[a.to(self.device)]]).flatten(1)
+    out[a] = (diff.sum(1).double() / diff.shape[1]).cpu()   # integer count / pixels in float64: the same number in every runtime
     return out
 
 # %% ../nbs/04a_predict.ipynb #aaba5ea9
@@ -230,17 +231,19 @@ def evaluate(self:EarlyExitPredictor,
     void, n = self._void_of(dl, void), self.net.n_classes
     cm, hist, lat, taken = torch.zeros(n, n, dtype=torch.long), Counter(), [], []
     self.reset_stats()
-    bs = list(self._batches(dl))
-    for xb, yb in (progress_bar(bs, leave=False) if progress else bs):   # (a hidden fastprogress bar still prints)
-        xb = self._prep(xb)
-        for i in range(len(xb)):
-            t = time.perf_counter()
-            if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
-            r = self.predict_batch(xb[i:i+1], exit_key=exit_key, audit=[a] if controller is not None else None)
-            if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
-            lat.append(time.perf_counter() - t)
-            hist[r['exits'][0]] += 1; taken.append(r['exits'][0])
-            if yb is not None: cm += confusion(r['masks'].cpu(), plain(yb[i:i+1]).cpu(), n, void)
+    bs, offset0 = list(self._batches(dl)), self.policy.offset
+    try:
+        for xb, yb in (progress_bar(bs, leave=False) if progress else bs):   # (a hidden fastprogress bar still prints)
+            xb = self._prep(xb)
+            for i in range(len(xb)):
+                t = time.perf_counter()
+                if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
+                r = self.predict_batch(xb[i:i+1], exit_key=exit_key, audit=[a] if controller is not None else None)
+                if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+                lat.append(time.perf_counter() - t)
+                hist[r['exits'][0]] += 1; taken.append(r['exits'][0])
+                if yb is not None: cm += confusion(r['masks'].cpu(), plain(yb[i:i+1]).cpu(), n, void)
+    finally: self.policy.offset = offset0   # the controller's offset lives in the controller, not in the predictor
     lat = np.array(lat) * 1e3
     pol = sum(self.policy_time.values()) / max(len(lat), 1) * 1e3
     return dict(miou=miou(cm, void) if cm.sum() else float('nan'), hist={k: hist[k] for k in dict.fromkeys(self.exits + [exit_key or self.budget]) if k and hist[k]},

@@ -306,20 +306,22 @@ def _evaluate(self:OnnxEarlyExitRunner,
     pairs = list(pairs)
     if not pairs: raise ValueError("No (image, mask) pairs given")
     void, n = (self.void if void is None else void), self.n_classes
-    cm, lat, taken, confs = np.zeros((n, n), np.int64), [], [], []
-    for i, (img, msk) in enumerate(pairs):
-        x, y = self.prepare(img), prepare_mask(msk, self.size)
-        if y.max() >= n or y.min() < 0:
-            raise ValueError(f"{msk if isinstance(msk, (str, Path)) else f'mask {i}'}: values {np.unique(y[(y >= n) | (y < 0)])[:10].tolist()} "
-                             f"are not class codes; expected 0..{n - 1}")
-        if i == 0:
-            for _ in range(warmup): self.predict_batch(x, exit_key)
-        t = time.perf_counter()
-        if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
-        r = self.predict_batch(x, exit_key, audit=[a] if controller is not None else None)
-        if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
-        lat.append(time.perf_counter() - t)
-        cm += confusion(r['masks'], y[None], n, void); taken.append(r['exits'][0]); confs.append(float(r['conf'][0]))
+    cm, lat, taken, confs, offset0 = np.zeros((n, n), np.int64), [], [], [], self.policy.offset
+    try:
+        for i, (img, msk) in enumerate(pairs):
+            x, y = self.prepare(img), prepare_mask(msk, self.size)
+            if y.max() >= n or y.min() < 0:
+                raise ValueError(f"{msk if isinstance(msk, (str, Path)) else f'mask {i}'}: values {np.unique(y[(y >= n) | (y < 0)])[:10].tolist()} "
+                                 f"are not class codes; expected 0..{n - 1}")
+            if i == 0:
+                for _ in range(warmup): self.predict_batch(x, exit_key)
+            t = time.perf_counter()
+            if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
+            r = self.predict_batch(x, exit_key, audit=[a] if controller is not None else None)
+            if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+            lat.append(time.perf_counter() - t)
+            cm += confusion(r['masks'], y[None], n, void); taken.append(r['exits'][0]); confs.append(float(r['conf'][0]))
+    finally: self.policy.offset = offset0   # the controller's offset lives in the controller, not in the runner
     hist = Counter(taken); lat = np.array(lat) * 1e3
     return dict(miou=miou(cm, void), hist={k: hist[k] for k in self.exits if hist[k]}, latency_ms=float(lat.mean()),
                 latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs, np.float32),

@@ -420,3 +420,29 @@ def test_budgeted_deployment_keeps_only_what_it_runs(run, tmp_path):
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     got, want = EarlyExitPredictor.load(p).predict_batch(x), res.deploy(ExitConfig(budget='2:fcn-b0'), net).predict_batch(x)
     assert got['exits'] == want['exits'] == ['2:fcn-b0'] * 2 and torch.equal(got['masks'], want['masks'])
+
+# ---------------------------------------------------------------- issue 25: a stream that checks itself
+def test_predict_audits_and_its_state(run, images, tmp_path):
+    "`predict --audit --alpha --seed --state`: trace.csv and trace.png; a second call continues the first exactly as one call over both"
+    import json
+    res, _ = result_of(run/'search')
+    res.deploy(ExitConfig(('2:fcn-b0', '5:fcn-b0'), (0.5, 0.5), (0.3, 0.3)), MESSNet.load(run/'model.pth'), path=tmp_path/'early.pth')
+    frames = [images/'img1.png', images/'img2.jpg', images/'more'/'a.png', images/'more'/'b.png']
+    opts = ['--audit', '0.5', '--alpha', '0.05', '--seed', '3']
+    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *opts, '--out', tmp_path/'all')
+    assert rc == 0, err[-2000:]
+    whole = pd.read_csv(tmp_path/'all'/'trace.csv')
+    assert (tmp_path/'all'/'trace.png').stat().st_size > 0 and len(whole) == 4
+    assert {'image', 'exit', 'audited', 'loss', 'theta', 'theta_after', 'window_risk', 'flag'} <= set(whole.columns)
+    st = tmp_path/'state.json'
+    for part, fs in (('p1', frames[:2]), ('p2', frames[2:])):
+        rc, out, err = cli('predict', tmp_path/'early.pth', *fs, *opts, '--state', st, '--out', tmp_path/part)
+        assert rc == 0, err[-2000:]
+    assert json.loads(st.read_text())['frames'] == 4
+    parts = pd.concat([pd.read_csv(tmp_path/p/'trace.csv') for p in ('p1', 'p2')], ignore_index=True)
+    cols = ['exit', 'audited', 'theta', 'theta_after']
+    pd.testing.assert_frame_equal(parts[cols], whole[cols])
+    assert list(parts.frame) == [0, 1, 2, 3]
+    (tmp_path/'bad.json').write_text('{"no": "state"}')
+    one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--state', tmp_path/'bad.json', '--out', tmp_path/'b')), 'bad.json', 'not a controller state')
+    one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--audit', '1.5', '--out', tmp_path/'c')), '--audit', '1.5')

@@ -261,3 +261,19 @@ def test_runtime_in_minimal_venv(setup, tmp_path):
     pkg = tmp_path/'pkg'/'mess_fast'; pkg.mkdir(parents=True)
     for f in ('__init__.py', 'core.py', 'imaging.py', 'policy.py', 'runtime.py'): shutil.copy(ROOT/'mess_fast'/f, pkg/f)
     run_without_torch(setup, tmp_path, py, tmp_path/'pkg')
+
+def test_controlled_traces_are_the_same_in_both_runtimes(setup):
+    "Issue 25: one seed, the same audits, exits, losses and offsets in torch and in ONNX Runtime; the predictors keep their own offset"
+    from mess_fast.policy import RiskController
+    kw = dict(alpha=0.05, p=0.5, gamma=0.5, seed=3)
+    pred, runner = setup['pred'], setup['runner']
+    et = pred.evaluate(setup['dl'], controller=RiskController(**kw))
+    eo = runner.evaluate(setup['pairs'], controller=RiskController(**kw))
+    assert len(et['trace']) == len(eo['trace']) == len(setup['pairs'])
+    for k in ('exit', 'audited', 'theta', 'theta_after', 'flag'):
+        assert [t[k] for t in et['trace']] == [t[k] for t in eo['trace']], k
+    np.testing.assert_array_equal([t['loss'] for t in et['trace']], [t['loss'] for t in eo['trace']])
+    assert any(t['audited'] for t in et['trace']) and len({t['theta_after'] for t in et['trace']}) > 1   # it did move
+    assert pred.policy.offset == 0 and runner.policy.offset == 0                                        # restored after the stream
+    free = pred.evaluate(setup['dl'])
+    assert RiskController(p=0.).p == 0 and pred.evaluate(setup['dl'], controller=RiskController(p=0.))['exits'] == free['exits']
