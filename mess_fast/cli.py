@@ -418,12 +418,9 @@ def explore_cmd(path:str,              # A `mess_fast train` run folder (its lat
                ):
     "Serve the exit explorer of a search as a web page (voila), until Ctrl-C"
     _check(isinstance(port, int) and 0 < port < 65536, f"--port: expected a port number in 1..65535, got {port}")
-    try: from mess_fast.explore import serve, explorer_notebook   # the [widgets] extra (voila): imported only when asked for
+    try: from mess_fast.explore import serve   # the [widgets] extra (voila): imported only when asked for
     except ImportError: raise CliError("the explorer page needs voila: pip install 'mess_fast[widgets]'") from None
-    p = Path(path)
-    nb = p if p.suffix == '.ipynb' else explorer_notebook(p)
-    print(f"wrote {nb}" if nb != p else f"serving {nb}")
-    return serve(nb, port, open_browser=not no_browser, ip=ip)
+    return serve(path, port, open_browser=not no_browser, ip=ip)   # writes the page of a run's search first
 
 # %% ../nbs/09_cli.ipynb #54707dad
 COMMANDS = dict(train=train, search=search_cmd, predict=predict_cmd, export=export_cmd, explore=explore_cmd)

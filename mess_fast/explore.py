@@ -128,7 +128,8 @@ def serve(path,                   # A notebook, a `mess_fast search` folder or a
     try: import voila as _  # noqa: F401
     except ImportError: raise ImportError("the explorer page needs voila: pip install 'mess_fast[widgets]' (or pip install voila)") from None
     p = Path(path)
-    nb = p if p.suffix == '.ipynb' else explorer_notebook(p)
+    if p.suffix == '.ipynb': nb = p
+    else: nb = explorer_notebook(p); log(f"wrote {nb}")
     if not nb.is_file(): raise FileNotFoundError(f"{nb}: no such notebook")
     with tempfile.TemporaryDirectory(prefix='mess-voila-') as td:
         argv, env = voila_command(nb.resolve(), port, template_root(td), open_browser, ip)
