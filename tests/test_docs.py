@@ -1,7 +1,7 @@
 """The documentation site: built from the notebooks by one command (mkdocs-material + mkdocs-jupyter on notebooks
 processed by nbdev's processors), then opened in headless Chromium as a person would: sidebar, page contents,
 search, dark mode."""
-import ast, html, importlib.util, json, re, time, urllib.parse, urllib.request
+import ast, html, importlib.util, json, re, subprocess, sys, time, urllib.parse, urllib.request
 from pathlib import Path
 import pytest
 from browser import chrome, http_server, ARTIFACTS
@@ -20,7 +20,12 @@ def built(tmp_path_factory):
     pytest.importorskip('material', reason='mkdocs-material is not installed (pip install -e ".[dev]")')
     b = _builder()
     t0 = time.monotonic()
-    site = b.build(tmp_path_factory.mktemp('site')/'docs', quiet=True)
+    # built by its command in a fresh process, as a person builds it: inside this test process, modules imported by
+    # earlier tests changed how nbdev printed one signature (`fastai.vision.core.PILImage` for `PILImage`), and that
+    # text alone broke lunr's index in the browser (the search answered nothing)
+    site = tmp_path_factory.mktemp('site')/'docs'
+    r = subprocess.run([sys.executable, str(ROOT/'scripts'/'build_docs.py'), '--out', str(site)], capture_output=True, text=True)
+    assert r.returncode == 0, f'build_docs.py failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}'
     print(f'site built in {time.monotonic() - t0:.0f} s')
     return b, site
 
@@ -249,12 +254,17 @@ def test_navigation_search_and_dark_mode(built, tmp_path):
             _load(d, base + 'index.html')
             box = d.find_element('css selector', 'input.md-search__input')
             box.click()
+            meta = "return (document.querySelector('.md-search-result__meta') || {}).innerText"
+            def stuck(what):   # what the search shows and what the browser logged, for a failure's message
+                logs = [f"{e['level']} {e['message'][:300]}" for e in d.get_log('browser')]
+                return f'{what}; the search says {d.execute_script(meta)!r}, the box holds {box.get_attribute("value")!r}; browser log: {logs}'
+            # the worker fetches search_index.json and builds lunr's index; material shows "Initializing search" until then
+            try: _wait(d, meta + " != 'Initializing search' ", timeout=120, what='the search worker to be ready')
+            except AssertionError as e: raise AssertionError(stuck(str(e))) from None
             box.send_keys('th_pix')
             results = "return document.querySelectorAll('.md-search-result__item').length"
-            try: n = _wait(d, results, timeout=45, what='search results for th_pix')
-            except AssertionError:   # typed while the worker was still building the index (seen once in CI): type it again
-                box.clear(); box.send_keys('th_pix')
-                n = _wait(d, results, timeout=45, what='search results for th_pix (typed twice)')
+            try: n = _wait(d, results, timeout=60, what='search results for th_pix')
+            except AssertionError as e: raise AssertionError(stuck(str(e))) from None
             assert n > 0
             d.save_screenshot(str(ARTIFACTS/'docs_search.png'))
             href = d.execute_script("return document.querySelector('.md-search-result__item a').href")
