@@ -35,7 +35,8 @@ def dilate_(layer:nn.Module, # A ResNet layer (`nn.Sequential` of residual block
 
 # %% ../nbs/02_backbones.ipynb #b0b00007
 def default_output_stride(arch:str)->int|None:
-    "The output stride `MESSNet` uses for `arch` when none is given: `defaults.output_stride` for ResNets and timm, else native (None)"
+    ("The output stride `MESSNet` uses for `arch` when none is given: `defaults.output_stride` for ResNets and timm, "
+     "else native (None)")
     return defaults.output_stride if arch.startswith(('resnet', 'timm:')) else None
 
 # %% ../nbs/02_backbones.ipynb #552f9070
@@ -71,7 +72,8 @@ def _timm_cached(m)->bool:
     repo = (getattr(m, 'pretrained_cfg', None) or {}).get('hf_hub_id')
     if not repo: return False
     from huggingface_hub import try_to_load_from_cache
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ('model.safetensors', 'pytorch_model.bin', 'open_clip_pytorch_model.bin'))
+    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ('model.safetensors', 'pytorch_model.bin',
+            'open_clip_pytorch_model.bin'))
 
 def load_timm_model(name:str,              # timm model name, e.g. 'resnet18'
                     pretrained:bool=False, # Load the default pretrained weights from the Hugging Face Hub
@@ -85,11 +87,14 @@ def load_timm_model(name:str,              # timm model name, e.g. 'resnet18'
     try: m = timm.create_model(name, pretrained=False, **kw)
     except (TypeError, AssertionError) as e:
         if 'output_stride' not in kw: raise
-        raise ValueError(f"timm model {name!r} does not support output_stride={output_stride} ({e}); use output_stride=32") from e
+        raise ValueError(f"timm model {name!r} does not support output_stride={output_stride} ({e}); use "
+                         f"output_stride=32") from e
     if pretrained:
         if not reachable('huggingface.co') and not _timm_cached(m):
-            raise RuntimeError(f"Could not get pretrained weights for 'timm:{name}': the Hugging Face Hub (huggingface.co) "
-                               "is unreachable and they are not in the local Hugging Face cache. You seem to be offline: "
+            raise RuntimeError(f"Could not get pretrained weights for 'timm:{name}': the Hugging Face Hub "
+                               f"(huggingface.co) "
+                               "is unreachable and they are not in the local Hugging Face cache. You seem to "
+                               "be offline: "
                                "run once with a connection (or copy the cache), or build with pretrained=False.")
         m = timm.create_model(name, pretrained=True, **kw)
     return m
@@ -97,10 +102,12 @@ def load_timm_model(name:str,              # timm model name, e.g. 'resnet18'
 # %% ../nbs/02_backbones.ipynb #90ac3404
 def body_of(arch:str,               # torchvision name (see `TV_ARCHS`) or 'timm:<name>'
             pretrained:bool=False,  # ImageNet weights (needs a network connection or a cached file)
-            output_stride:int|None=None, # 8 or 16 to dilate the last ResNet layers (timm: its own dilation); None keeps the native 32
+            # 8 or 16 to dilate the last ResNet layers (timm: its own dilation); None keeps the native 32
+            output_stride:int|None=None,
            )->nn.Sequential:
     "The feature-extracting body of backbone `arch`, as one `nn.Sequential` in execution order."
-    if output_stride not in (None, 8, 16, 32): raise ValueError(f"output_stride must be 8, 16, 32 or None, got {output_stride!r}")
+    if output_stride not in (None, 8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16, 32 or None, got {output_stride!r}")
     if arch.startswith('timm:'):
         return nn.Sequential(OrderedDict(load_timm_model(arch[5:], pretrained, output_stride).named_children()))
     if arch not in TV_ARCHS: raise ValueError(f"Unknown backbone {arch!r}: expected one of {TV_ARCHS} or 'timm:<name>'")
@@ -108,8 +115,10 @@ def body_of(arch:str,               # torchvision name (see `TV_ARCHS`) or 'timm
     if arch.startswith('resnet'):
         if output_stride in (8, 16): dilate_(m.layer4, 2 if output_stride == 16 else 4)
         if output_stride == 8: dilate_(m.layer3, 2)
-        return nn.Sequential(OrderedDict((n, getattr(m, n)) for n in ['conv1','bn1','relu','maxpool','layer1','layer2','layer3','layer4']))
-    if output_stride not in (None, 32): raise ValueError(f"output_stride is only supported for ResNets and timm models, not {arch!r}")
+        return nn.Sequential(OrderedDict((n, getattr(m, n)) for n in ['conv1','bn1','relu','maxpool','layer1','layer2',
+                                                                      'layer3','layer4']))
+    if output_stride not in (None, 32):
+        raise ValueError(f"output_stride is only supported for ResNets and timm models, not {arch!r}")
     return m.features
 
 # %% ../nbs/02_backbones.ipynb #71d1c609
@@ -129,7 +138,8 @@ def _units(mod:nn.Module, x, block_types, prefix=''):
         if not blk and any(_is_block(g, block_types) for g in c.modules()):
             try: sub, y2 = _units(c, x, block_types, f'{name}.')
             except Exception: sub, y2 = None, None
-            if sub is not None and isinstance(y2, torch.Tensor) and y2.shape == y.shape and torch.allclose(y2, y, rtol=1e-4, atol=1e-5):
+            if sub is not None and isinstance(y2, torch.Tensor) and y2.shape == y.shape and torch.allclose(y2, y,
+                    rtol=1e-4, atol=1e-5):
                 units += sub
             else: units.append((name, c, True))   # runs as a whole; it holds blocks, so it ends a segment
         else: units.append((name, c, blk))
@@ -181,27 +191,32 @@ class NetParts:
     "A segmentation network cut into segments, as an architecture family hands it to `MESSNet`"
     segments:list                 # `(name, module)` per candidate exit, in execution order
     final_head:nn.Module          # The final exit: native logits from the features at `final_taps`
-    final_taps:list|None=None     # Positions whose outputs `final_head` reads, in its order (-1: the input); None: the last segment's output alone
+    # Positions whose outputs `final_head` reads, in its order (-1: the input); None: the last segment's output alone
+    final_taps:list|None=None
     final_name:str='model'        # Name of the final head, shown in tables (and kept in the configuration)
     input_multiple:int=1          # Input height and width must be multiples of this (some decoders need it)
     model_kwargs:dict|None=None   # Constructor arguments beyond the classes that rebuild the model
 
 ARCH_FAMILIES = {}
-FAMILY_MODULES = {'tv': 'mess_fast.convert', 'smp': 'mess_fast.convert'}   # prefix -> module that registers it when imported
+# prefix -> module that registers it when imported
+FAMILY_MODULES = {'tv': 'mess_fast.convert', 'smp': 'mess_fast.convert'}
 
 def register_family(prefix:str, # Architecture names '<prefix>:...' are built by `build`
                     build,      # `build(arch, n_classes, pretrained, block_types, **model_kwargs) -> NetParts`
                    ):
     "Let `MESSNet('<prefix>:...')` build networks with `build`"
-    if not re.fullmatch(r'[a-z]\w*', prefix) or prefix == 'timm': raise ValueError(f"Not a usable family prefix: {prefix!r}")
+    if not re.fullmatch(r'[a-z]\w*', prefix) or prefix == 'timm':
+        raise ValueError(f"Not a usable family prefix: {prefix!r}")
     ARCH_FAMILIES[prefix] = build
 
 def arch_family(arch:str):
-    "The builder registered for `arch`'s prefix, or None for the backbones `MESSNet` builds itself (`TV_ARCHS`, 'timm:<name>')"
+    ("The builder registered for `arch`'s prefix, or None for the backbones `MESSNet` builds itself (`TV_ARCHS`, "
+     "'timm:<name>')")
     pre, sep, _ = str(arch).partition(':')
     if not sep or pre == 'timm': return None
     if pre not in ARCH_FAMILIES and pre in FAMILY_MODULES: importlib.import_module(FAMILY_MODULES[pre])
     if pre not in ARCH_FAMILIES:
-        raise ValueError(f"Unknown architecture family {pre!r} in {arch!r}: expected one of {', '.join(TV_ARCHS)}, 'timm:<name>' or a "
+        raise ValueError(f"Unknown architecture family {pre!r} in {arch!r}: expected one of {', '.join(TV_ARCHS)}, "
+                         f"'timm:<name>' or a "
                          f"registered family {sorted(set(ARCH_FAMILIES) | set(FAMILY_MODULES))}")
     return ARCH_FAMILIES[pre]

@@ -28,7 +28,8 @@ __all__ = ['CACHE_FORMAT', 'ExitCache', 'build_cache', 'FramesDL', 'ExitConfig',
 CACHE_FORMAT = 'mess_fast.ExitCache/2'
 
 class ExitCache:
-    "Per image and exit: confusion matrix, agreement with the final exit, and confident-pixel counts at each pixel threshold of a grid"
+    ("Per image and exit: confusion matrix, agreement with the final exit, and confident-pixel counts at each pixel "
+     "threshold of a grid")
     def __init__(self,
                  keys:list,          # Exit keys: the heads in depth order, then 'final'
                  pos:list,           # Candidate position of each exit
@@ -40,7 +41,8 @@ class ExitCache:
                  policy:dict,        # `ExitPolicy.to_dict()` of the policy the counts were made with
                  items:list,         # Image names, in the order they were cached (frame order within a sequence)
                  meta:dict,          # Network configuration, input size and GFLOPs of segments and heads
-                 agree:np.ndarray|None=None, # (N, exits) pixels whose label equals the final exit's (None: an old cache without them)
+                 # (N, exits) pixels whose label equals the final exit's (None: an old cache without them)
+                 agree:np.ndarray|None=None,
                  n_pix:np.ndarray|None=None, # (N,) pixels per image
                  labelled:bool=True, # False: the reference of `cms` is the final exit's prediction, not labels
                 ):
@@ -57,7 +59,8 @@ class ExitCache:
     def n_classes(self)->int: return self.cms.shape[-1]
 
     def __repr__(self):
-        return (f"ExitCache({self.n_images} {'labelled' if self.labelled else 'unlabelled (reference: the final exit)'} images, "
+        return (f"ExitCache({self.n_images} "
+                f"{'labelled' if self.labelled else 'unlabelled (reference: the final exit)'} images, "
                 f"{len(self.heads)} heads + final, th_pix grid {self.th_pix})")
 
     def base_policy(self, **kwargs)->ExitPolicy:
@@ -76,8 +79,10 @@ class ExitCache:
         return image_confidence(self.counts[:, e, p], self.totals[:, e])
 
     def disagreement(self, key:str|None=None)->np.ndarray:
-        "Per image, the share of pixels whose label at exit `key` differs from the final exit's: (N,) float64, or (N, exits) for every exit"
-        if self.agree is None: raise ValueError("This cache has no agreement counts (made by an older mess_fast): build it again")
+        ("Per image, the share of pixels whose label at exit `key` differs from the final exit's: (N,) float64, or (N, "
+         "exits) for every exit")
+        if self.agree is None:
+            raise ValueError("This cache has no agreement counts (made by an older mess_fast): build it again")
         d = 1. - self.agree / self.n_pix[:, None]
         return d if key is None else d[:, self.keys.index(key)]
 
@@ -86,18 +91,23 @@ class ExitCache:
 def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads are cached)
                 dl,                 # Calibration `DataLoader`: labelled, or of bare images (then label-free)
                 th_pix=defaults.th_pix_grid, # Pixel thresholds to count at
-                policy:ExitPolicy|None=None, # Policy settings (edge correction, confidence kind, ...); its thresholds are ignored
+                # Policy settings (edge correction, confidence kind, ...); its thresholds are ignored
+                policy:ExitPolicy|None=None,
                 void:int|None=None, # Void label; default: `dl`'s `void_code`
-                labelled:bool|None=None, # Score against the labels; False: against the final exit's prediction; None: if `dl` has labels
+                # Score against the labels; False: against the final exit's prediction; None: if `dl` has labels
+                labelled:bool|None=None,
                 progress:bool=True, # Show a progress bar
                )->ExitCache:
-    "Run `net` once over `dl` and cache, per image and exit, its confusion matrix, agreement with the final exit and confident-pixel counts"
+    ("Run `net` once over `dl` and cache, per image and exit, its confusion matrix, agreement with the final exit and "
+     "confident-pixel counts")
     policy = policy or ExitPolicy()
     th_pix = sorted(float(t) for t in listify(th_pix))
-    if not th_pix or not all(0 <= t <= 1 for t in th_pix): raise ValueError(f"th_pix grid must hold numbers in [0, 1], got {th_pix}")
+    if not th_pix or not all(0 <= t <= 1 for t in th_pix):
+        raise ValueError(f"th_pix grid must hold numbers in [0, 1], got {th_pix}")
     void = void if void is not None else getattr(dl, 'void_code', None)
     dev, keys, n = next(net.parameters()).device, net.exit_keys, net.n_classes
-    if FINAL not in keys: raise ValueError("This network has no final exit (cut short with `depth`): nothing to compare the exits with")
+    if FINAL not in keys:
+        raise ValueError("This network has no final exit (cut short with `depth`): nothing to compare the exits with")
     counts, totals, cms, agree, npix, size = [], [], [], [], [], None
     th = torch.tensor(th_pix, dtype=torch.float32)
     was = net.training; net.eval()
@@ -105,22 +115,26 @@ def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads a
         for b in (progress_bar(dl, leave=False) if progress else dl):
             xb = plain(b[0]).to(dev)
             yb = plain(b[1]) if len(b) > 1 and labelled is not False else None
-            if labelled and yb is None: raise ValueError("labelled=True, but the DataLoader gives no labels (use labelled_dl)")
+            if labelled and yb is None:
+                raise ValueError("labelled=True, but the DataLoader gives no labels (use labelled_dl)")
             for i in range(len(xb)):
                 x = xb[i:i+1]; size = x.shape[-2:]
                 lab, c_img, t_img = {}, [], []
                 for k, nat in net.exit_walk(x, keys):
                     lab[k] = class_argmax(upsample(nat, size))[0].cpu()
                     if k != FINAL:
-                        ok, tot = policy.counts(upsample(nat, size) if policy.at == 'full' else nat, th, net.exit_stride(k))
+                        ok, tot = policy.counts(upsample(nat, size) if policy.at == 'full' else nat, th,
+                                                net.exit_stride(k))
                         c_img.append(ok[0].cpu().numpy()); t_img.append(int(tot[0]))
                 ref = yb[i].cpu() if yb is not None else lab[FINAL]
-                cms.append(np.stack([confusion(lab[k], ref, n, void if yb is not None else None).numpy() for k in keys]))
+                cms.append(np.stack([confusion(lab[k], ref, n, void if yb is not None else None).numpy()
+                                     for k in keys]))
                 agree.append([int((lab[k] == lab[FINAL]).sum()) for k in keys]); npix.append(lab[FINAL].numel())
                 counts.append(np.stack(c_img) if c_img else np.zeros((0, len(th_pix)), np.int64)); totals.append(t_img)
     finally: net.train(was)
     if not cms: raise ValueError("The calibration DataLoader is empty")
-    items = [Path(o[0] if isinstance(o, (tuple, list)) else o).name for o in getattr(dl, 'items', [])] or [str(i) for i in range(len(cms))]
+    items = [Path(o[0] if isinstance(o, (tuple, list)) else o).name for o in getattr(dl, 'items', [])] or [str(i)
+            for i in range(len(cms))]
     cost = net.cost_table(tuple(size)).set_index('key')
     meta = dict(net=net.full_config(), size=list(size), n_candidates=len(net.candidates),
                 seg_cum_gflops=[float(cost.loc[f'segment{i}', 'cum_gflops']) for i in range(len(net.candidates))],
@@ -132,10 +146,12 @@ def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads a
 
 # %% ../nbs/06_cache.ipynb #ca000031
 class FramesDL:
-    "Batches `(x,)` of image `files`, prepared as the network's validation transforms (its recorded input settings); names in `items`"
+    ("Batches `(x,)` of image `files`, prepared as the network's validation transforms (its recorded input settings); "
+     "names in `items`")
     def __init__(self, files, input:dict, bs:int=8):
         if not input or any(k not in input for k in ('size', 'mean', 'std')):
-            raise ValueError("preparing image files needs the network's input settings (net.meta['input']: size, mean, std), recorded by mess_learner")
+            raise ValueError("preparing image files needs the network's input settings (net.meta['input']: size, mean, "
+                             "std), recorded by mess_learner")
         self.items, self.input, self.bs = [str(f) for f in files], input, bs
     def __len__(self): return -(-len(self.items) // self.bs)
     def __iter__(self):
@@ -151,7 +167,9 @@ def save(self:ExitCache, path, overwrite:bool=False)->Path:
     "Save the cache (refuses to overwrite an existing file unless `overwrite`)"
     d = dict(format=CACHE_FORMAT, keys=self.keys, pos=self.pos, th_pix=self.th_pix, void=self.void, policy=self.policy,
              items=self.items, meta=json.dumps(self.meta), counts=torch.from_numpy(self.counts),
-             totals=torch.from_numpy(self.totals), cms=torch.from_numpy(self.cms.astype(np.int32)), labelled=self.labelled)   # per-image counts fit in int32
+             # per-image counts fit in int32
+             totals=torch.from_numpy(self.totals), cms=torch.from_numpy(self.cms.astype(np.int32)),
+                 labelled=self.labelled)
     if self.agree is not None: d |= dict(agree=torch.from_numpy(self.agree), n_pix=torch.from_numpy(self.n_pix))
     return atomic_write(path, lambda p: torch.save(d, p), overwrite)
 
@@ -164,9 +182,11 @@ def load(cls:ExitCache, path)->ExitCache:
     except Exception as e: raise ValueError(f"{path} is not a readable exit cache: {e}") from None
     if not isinstance(d, dict) or d.get('format') not in (CACHE_FORMAT, 'mess_fast.ExitCache/1'):
         raise ValueError(f"{path} is not an exit cache (expected format {CACHE_FORMAT!r}, made by ExitCache.save)")
-    if (miss := [k for k in _FIELDS if k not in d]): raise ValueError(f"{path} is not a complete exit cache: it lacks {miss}")
+    if (miss := [k for k in _FIELDS if k not in d]):
+        raise ValueError(f"{path} is not a complete exit cache: it lacks {miss}")
     ag = d.get('agree')
-    return cls(d['keys'], d['pos'], d['th_pix'], d['counts'].numpy(), d['totals'].numpy(), d['cms'].numpy().astype(np.int64), d['void'],
+    return cls(d['keys'], d['pos'], d['th_pix'], d['counts'].numpy(), d['totals'].numpy(),
+               d['cms'].numpy().astype(np.int64), d['void'],
                d['policy'], d['items'], json.loads(d['meta']), None if ag is None else ag.numpy(),
                None if ag is None else d['n_pix'].numpy(), d.get('labelled', True))
 
@@ -174,7 +194,8 @@ def load(cls:ExitCache, path)->ExitCache:
 def subset(self:ExitCache, idx)->ExitCache:
     "A cache of the images at positions `idx` (in that order)"
     idx = np.asarray(idx, dtype=int)
-    return ExitCache(self.keys, self.pos, self.th_pix, self.counts[idx], self.totals[idx], self.cms[idx], self.void, self.policy,
+    return ExitCache(self.keys, self.pos, self.th_pix, self.counts[idx], self.totals[idx], self.cms[idx], self.void,
+                     self.policy,
                      [self.items[i] for i in idx], self.meta, None if self.agree is None else self.agree[idx],
                      None if self.n_pix is None else self.n_pix[idx], self.labelled)
 
@@ -184,9 +205,11 @@ def concat(cls:ExitCache, caches:list)->ExitCache:
     c0 = caches[0]
     for c in caches[1:]:
         if (c.keys, c.th_pix, c.policy, c.void, c.labelled) != (c0.keys, c0.th_pix, c0.policy, c0.void, c0.labelled):
-            raise ValueError("caches built with different exits, thresholds, policy settings or references cannot be joined")
+            raise ValueError("caches built with different exits, thresholds, policy settings or references "
+                             "cannot be joined")
     ag = None if any(c.agree is None for c in caches) else np.concatenate([c.agree for c in caches])
-    return cls(c0.keys, c0.pos, c0.th_pix, np.concatenate([c.counts for c in caches]), np.concatenate([c.totals for c in caches]),
+    return cls(c0.keys, c0.pos, c0.th_pix, np.concatenate([c.counts for c in caches]), np.concatenate([c.totals
+            for c in caches]),
                np.concatenate([c.cms for c in caches]), c0.void, c0.policy, sum([c.items for c in caches], []), c0.meta,
                ag, None if ag is None else np.concatenate([c.n_pix for c in caches]), c0.labelled)
 
@@ -202,10 +225,12 @@ class ExitConfig:
     def __post_init__(self):
         for f in ('exits', 'th_pix', 'th_img'): object.__setattr__(self, f, tuple(getattr(self, f)))
         if not len(self.exits) == len(self.th_pix) == len(self.th_img):
-            raise ValueError(f"need one th_pix and one th_img per exit, got {len(self.exits)} exits, {len(self.th_pix)} th_pix, {len(self.th_img)} th_img")
+            raise ValueError(f"need one th_pix and one th_img per exit, got {len(self.exits)} exits, "
+                             f"{len(self.th_pix)} th_pix, {len(self.th_img)} th_img")
         if self.budget is not None and self.exits: raise ValueError("a budgeted configuration has no early exits")
         ps = [parse_exit_key(k)[0] for k in self.exits]
-        if any(a >= b for a, b in zip(ps, ps[1:])): raise ValueError(f"exits must be at increasing positions, got {list(self.exits)}")
+        if any(a >= b for a, b in zip(ps, ps[1:])):
+            raise ValueError(f"exits must be at increasing positions, got {list(self.exits)}")
 
     @property
     def name(self)->str:
@@ -221,10 +246,12 @@ class ExitConfig:
         return [self.budget] if self.budget is not None else list(self.exits) + [FINAL]
 
     def policy(self, base:ExitPolicy|None=None)->ExitPolicy:
-        "The `ExitPolicy` of this configuration, on the settings of `base` (edge correction, confidence kind, offset, ...)"
+        ("The `ExitPolicy` of this configuration, on the settings of `base` (edge correction, confidence kind, "
+         "offset, ...)")
         d = (base or ExitPolicy()).to_dict()
         if self.budget is not None or not self.exits: return ExitPolicy(**d)
-        return ExitPolicy(**(d | dict(th_pix=dict(zip(self.exits, self.th_pix)), th_img=dict(zip(self.exits, self.th_img)))))
+        return ExitPolicy(**(d | dict(th_pix=dict(zip(self.exits, self.th_pix)), th_img=dict(zip(self.exits,
+                self.th_img)))))
 
     def predictor(self, net:MESSNet, base:ExitPolicy|None=None, **kwargs)->EarlyExitPredictor:
         "An `EarlyExitPredictor` running this configuration on `net` (which holds at least its exits)"
@@ -240,7 +267,8 @@ class ExitConfig:
         name = str(name).strip()
         if name.startswith('budget '): return cls(budget=name[7:].strip())
         parts = [p.strip() for p in name.split('>')]
-        if not parts or parts[-1] != FINAL: raise ValueError(f"Not a configuration name: {name!r} (expected e.g. '3:fcn-b0 (0.9/0.5) > final')")
+        if not parts or parts[-1] != FINAL:
+            raise ValueError(f"Not a configuration name: {name!r} (expected e.g. '3:fcn-b0 (0.9/0.5) > final')")
         ks, tp, ti = [], [], []
         for p in parts[:-1]:
             try: k, th = p.split(' (', 1); a, b = th.rstrip(')').split('/')
@@ -273,7 +301,8 @@ def taken(self:ExitCache, cfg:ExitConfig, offset:float=0.)->list:
 
 @patch
 def evaluate(self:ExitCache, cfg:ExitConfig, costs=(), offset:float=0.)->dict:
-    "mIoU, confusion matrix, exit histogram, mean disagreement and mean cost (for each of `costs`) of `cfg` on the cached images"
+    ("mIoU, confusion matrix, exit histogram, mean disagreement and mean cost (for each of `costs`) of `cfg` on the "
+     "cached images")
     taken = self.taken(cfg, offset)
     idx = {k: i for i, k in enumerate(self.keys)}
     rows = np.array([idx[k] for k in taken])
@@ -288,7 +317,8 @@ def evaluate(self:ExitCache, cfg:ExitConfig, costs=(), offset:float=0.)->dict:
 # %% ../nbs/06_cache.ipynb #ca000021
 @patch
 def replay(self:ExitCache, cfg:ExitConfig, controller:RiskController, frames=None)->list:
-    "The controller's trace over the cached frames `frames` (default: all, in cache order) taken as a stream under `cfg`"
+    ("The controller's trace over the cached frames `frames` (default: all, in cache order) taken as a "
+     "stream under `cfg`")
     if cfg.budget is not None: raise ValueError("a budgeted configuration makes no decisions: nothing to control")
     if self.agree is None: raise ValueError("replaying audits needs a cache with agreement counts: build it again")
     frames = range(self.n_images) if frames is None else frames
@@ -296,13 +326,15 @@ def replay(self:ExitCache, cfg:ExitConfig, controller:RiskController, frames=Non
     dis, idx, start = self.disagreement(), {k: i for i, k in enumerate(self.keys)}, len(controller.trace)
     for i in frames:
         a = controller.audit()
-        k = next((k for k, c, t in zip(cfg.exits, confs, cfg.th_img) if leaves(c[i:i+1], t, controller.offset)[0]), FINAL)
+        k = next((k for k, c, t in zip(cfg.exits, confs, cfg.th_img) if leaves(c[i:i+1], t, controller.offset)[0]),
+                 FINAL)
         c = float(confs[cfg.exits.index(k)][i]) if k != FINAL else float('nan')
         controller.record(k, c, float(dis[i, idx[k]]) if a else None)
     return controller.trace[start:]
 
 def stream_cost(trace:list, cfg:ExitConfig, costs:ExitCosts)->float:
-    "Mean cost per frame (ms or GFLOPs) of a controlled stream: each frame's chain cost, and for the audited early ones the rest of the network"
+    ("Mean cost per frame (ms or GFLOPs) of a controlled stream: each frame's chain cost, and for the audited early "
+     "ones the rest of the network")
     cu = dict(zip(cfg.chain, costs.chain_units(cfg.exits)))
     tot = sum(cu[t['exit']] + (costs.units(costs.audit(t['exit'])) if t['audited'] else 0) for t in trace)
     return tot / len(trace) / COST_SCALE[costs.kind]

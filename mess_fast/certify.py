@@ -24,7 +24,8 @@ __all__ = ['LOSSES', 'BOUNDS', 'clip_units', 'unit_losses', 'hb_pvalue', 'wsr_pv
 def clip_units(items:list, # Frame names, e.g. a cache's `items`
                clip:int=defaults.clip, # Consecutive frames of one sequence per unit
               )->np.ndarray:
-    "Unit index of each frame: runs of `clip` consecutive frames (in name order) of one sequence, numbered in that order"
+    ("Unit index of each frame: runs of `clip` consecutive frames (in name order) of one sequence, numbered "
+     "in that order")
     if not (isinstance(clip, int) and clip >= 1): raise ValueError(f"clip must be an int >= 1, got {clip!r}")
     order = sorted(range(len(items)), key=lambda i: (sequence_of(items[i]), str(items[i])))
     units, u, prev, n = np.zeros(len(items), int), -1, None, 0
@@ -37,14 +38,16 @@ def clip_units(items:list, # Frame names, e.g. a cache's `items`
 # %% ../nbs/06c_certify.ipynb #ce000010
 LOSSES = ('disagreement', 'drop')
 
-def unit_losses(cache:ExitCache, cfg:ExitConfig, units:np.ndarray, loss:str='disagreement', offset:float=0.)->np.ndarray:
+def unit_losses(cache:ExitCache, cfg:ExitConfig, units:np.ndarray, loss:str='disagreement',
+                offset:float=0.)->np.ndarray:
     "The loss of configuration `cfg` on every unit (clip) of `cache`: (n_units,) float64 in [0, 1]"
     if loss not in LOSSES: raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     units = np.asarray(units); n_u = units.max() + 1 if len(units) else 0
     idx = {k: i for i, k in enumerate(cache.keys)}
     rows, fr = np.array([idx[k] for k in cache.taken(cfg, offset)]), np.arange(cache.n_images)
     if loss == 'disagreement':
-        if cache.agree is None: raise ValueError("The disagreement loss needs a cache with agreement counts: build it again")
+        if cache.agree is None:
+            raise ValueError("The disagreement loss needs a cache with agreement counts: build it again")
         off, tot = np.zeros(n_u), np.zeros(n_u)
         np.add.at(off, units, cache.n_pix - cache.agree[fr, rows]); np.add.at(tot, units, cache.n_pix)
         return off / np.maximum(tot, 1)
@@ -77,8 +80,10 @@ def wsr_pvalue(losses, alpha:float, delta:float=defaults.delta, c:float=0.75)->f
     if n == 0: return 1.
     k, kmax, s2, tot, sq = 1., 1., 0.25, 0., 0.
     for t, l in enumerate(L, 1):
-        lam = min(math.sqrt(2 * math.log(1 / delta) / (n * s2)), c / (1 - alpha))   # predictable: from the losses before t
-        k *= 1 + lam * (alpha - l); kmax = max(kmax, k)                                  # >= 1 - c > 0 for any loss in [0, 1]
+        # predictable: from the losses before t
+        lam = min(math.sqrt(2 * math.log(1 / delta) / (n * s2)), c / (1 - alpha))
+        # >= 1 - c > 0 for any loss in [0, 1]
+        k *= 1 + lam * (alpha - l); kmax = max(kmax, k)
         tot += l; sq += (l - (0.5 + tot) / (t + 1)) ** 2
         s2 = (0.25 + sq) / (t + 1)
     return min(1., 1 / kmax)
@@ -90,7 +95,8 @@ def pvalue(losses, alpha:float, bound:str='hb', delta:float=defaults.delta, seed
     return wsr_pvalue(np.random.default_rng(seed).permutation(np.asarray(losses, np.float64)), alpha, delta)
 
 def upper_bound(losses, delta:float=defaults.delta, bound:str='hb', seed:int=0)->float:
-    "The smallest `alpha` at which `H: risk > alpha` is rejected at level `delta` (1 if none): the certified upper bound of the risk"
+    ("The smallest `alpha` at which `H: risk > alpha` is rejected at level `delta` (1 if none): the certified upper "
+     "bound of the risk")
     lo, hi = 0., 1.
     if pvalue(losses, 1 - 1e-9, bound, delta, seed) > delta: return 1.
     for _ in range(40):
@@ -101,7 +107,8 @@ def upper_bound(losses, delta:float=defaults.delta, bound:str='hb', seed:int=0)-
 
 # %% ../nbs/06c_certify.ipynb #ce000018
 def fixed_sequence_test(pvals, delta:float=defaults.delta)->int:
-    "How many of the ordered hypotheses with p-values `pvals` are rejected: those before the first p-value above `delta`"
+    ("How many of the ordered hypotheses with p-values `pvals` are rejected: those before the first p-value "
+     "above `delta`")
     for i, p in enumerate(pvals):
         if p > delta: return i
     return len(pvals)
@@ -109,7 +116,8 @@ def fixed_sequence_test(pvals, delta:float=defaults.delta)->int:
 # %% ../nbs/06c_certify.ipynb #ce000021
 @dataclass
 class Certificate:
-    "A configuration and what it promises: risk <= `alpha` with probability >= 1 - `delta`, for clips like the calibration clips"
+    ("A configuration and what it promises: risk <= `alpha` with probability >= 1 - `delta`, for clips like the "
+     "calibration clips")
     config:ExitConfig        # The configuration to deploy (the single-exit network when nothing could be certified)
     certified:bool           # Whether `config` passed the test (False: the fallback, the single-exit network)
     alpha:float              # The risk target
@@ -120,21 +128,28 @@ class Certificate:
     n_order:int              # Clips that ordered the candidates
     n_test:int               # Clips that tested them
     risk_test:float          # The deployed configuration's mean loss on the testing clips
-    risk_bound:float         # Its certified upper bound on the risk at level `delta` (what the testing clips can promise)
+    # Its certified upper bound on the risk at level `delta` (what the testing clips can promise)
+    risk_bound:float
     alpha_min:float          # The smallest `alpha` the testing clips could have certified for the first candidate
     cost:str                 # What "cheapest" meant: 'latency' or 'flops'
     mean_cost:float          # The deployed configuration's mean cost on the whole calibration cache (ms or GFLOPs)
-    path:pd.DataFrame=field(repr=False, default=None) # The tested candidates in order: name, ordering loss, test loss, p-value, certified
+    # The tested candidates in order: name, ordering loss, test loss, p-value, certified
+    path:pd.DataFrame=field(repr=False, default=None)
 
     @property
     def promise(self)->str:
         "What the certificate promises, in one sentence"
-        what = 'pixels disagreeing with the final exit' if self.loss == 'disagreement' else 'per-clip mIoU drop vs the final exit'
+        what = 'pixels disagreeing with the final exit' if self.loss == 'disagreement' else ('per-clip mIoU drop vs '
+                'the final exit')
         if not self.certified:
-            return (f"nothing certified at {self.alpha:.1%} {what} (delta {self.delta:g}, {self.n_test} test clips of {self.clip} frames; "
-                    f"the smallest certifiable target here: {self.alpha_min:.1%}); deployed the single-exit network, which has none")
-        return (f"risk <= {self.alpha:.1%} {what} with probability >= {1 - self.delta:.0%} for clips exchangeable with the "
-                f"{self.n_order + self.n_test} calibration clips of {self.clip} frames (certified up to {self.risk_bound:.2%}; "
+            return (f"nothing certified at {self.alpha:.1%} {what} (delta {self.delta:g}, {self.n_test} test clips of "
+                    f"{self.clip} frames; "
+                    f"the smallest certifiable target here: {self.alpha_min:.1%}); deployed the single-exit network, "
+                    f"which has none")
+        return (f"risk <= {self.alpha:.1%} {what} with probability >= {1 - self.delta:.0%} for clips "
+                f"exchangeable with the "
+                f"{self.n_order + self.n_test} calibration clips of {self.clip} frames (certified up to "
+                f"{self.risk_bound:.2%}; "
                 f"measured on the test clips: {self.risk_test:.2%})")
 
     def __str__(self): return f"{self.config.name}: {self.promise}"
@@ -161,7 +176,9 @@ def certify(cache:ExitCache,      # The calibration cache (labelled, or label-fr
     if bound not in BOUNDS: raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
     if cost not in costs: raise ValueError(f"cost must be one of {list(costs)}, got {cost!r}")
     units = clip_units(cache.items, clip); n_u = int(units.max()) + 1
-    if n_u < 2: raise ValueError(f"{cache.n_images} frames make {n_u} clip(s) of {clip} frames; certifying needs at least 2 (a smaller clip, or more frames)")
+    if n_u < 2:
+        raise ValueError(f"{cache.n_images} frames make {n_u} clip(s) of {clip} frames; certifying needs at least 2 (a "
+                         f"smaller clip, or more frames)")
     perm = np.random.default_rng(seed).permutation(n_u)
     n1 = min(max(int(round(split * n_u)), 1), n_u - 1)
     in1 = np.isin(units, perm[:n1])
@@ -169,30 +186,37 @@ def certify(cache:ExitCache,      # The calibration cache (labelled, or label-fr
     c1, c2 = cache.subset(f1), cache.subset(f2)
     u1, u2 = np.unique(units[f1], return_inverse=True)[1], np.unique(units[f2], return_inverse=True)[1]
     s = settings
-    cs = ChainSearch(c1, s['heads'], s['th_pix'], s['th_img'], [costs[cost]], s['max_exits'] if max_exits is None else max_exits,
+    cs = ChainSearch(c1, s['heads'], s['th_pix'], s['th_img'], [costs[cost]], s['max_exits'] if max_exits is None
+                     else max_exits,
                      'agreement' if loss == 'disagreement' else 'miou')
     front = [c for c in cs.run(s.get('per_exit_th_pix', False), progress=False)[cost] if c != ExitConfig(budget=FINAL)]
     r1 = [float(unit_losses(c1, c, u1, loss).mean()) for c in front]
-    order = sorted(range(len(front)), key=lambda i: (r1[i], -i))          # lowest ordering loss first; ties: the costlier first
+    # lowest ordering loss first; ties: the costlier first
+    order = sorted(range(len(front)), key=lambda i: (r1[i], -i))
     rows, pv = [], []
     for i in order:
         l2 = unit_losses(c2, front[i], u2, loss)
         p = pvalue(l2, alpha, bound, delta, seed)
-        rows.append(dict(name=front[i].name, config=front[i], order_loss=r1[i], test_loss=float(l2.mean()), pvalue=p)); pv.append(p)
+        rows.append(dict(name=front[i].name, config=front[i], order_loss=r1[i], test_loss=float(l2.mean()),
+                         pvalue=p)); pv.append(p)
         if p > delta: break
     k = fixed_sequence_test(pv, delta)
     path = pd.DataFrame(rows); path['certified'] = np.arange(len(path)) < k
     c = costs[cost]
-    def mean_cost(cfg, ca): return c.budgeted(cfg.budget) if cfg.budget is not None else c.mean(cfg.exits, ca.evaluate(cfg)['hist'])
+    def mean_cost(cfg, ca):
+        return c.budgeted(cfg.budget) if cfg.budget is not None else c.mean(cfg.exits, ca.evaluate(cfg)['hist'])
     pick = min(path.config[:k], key=lambda cfg: mean_cost(cfg, c2)) if k else ExitConfig(budget=FINAL)
     l_pick = unit_losses(c2, pick, u2, loss)
     first = unit_losses(c2, front[order[0]], u2, loss) if front else np.zeros(int(u2.max()) + 1)
     return Certificate(pick, k > 0, alpha, delta, loss, bound, clip, n1, n_u - n1, float(l_pick.mean()),
-                       upper_bound(l_pick, delta, bound, seed) if k else 0., upper_bound(first, delta, bound, seed), cost,
+                       upper_bound(l_pick, delta, bound, seed) if k else 0., upper_bound(first, delta, bound, seed),
+                           cost,
                        mean_cost(pick, cache), path)
 
 @patch
-def certify(self:SearchResult, alpha:float=defaults.alpha, delta:float=defaults.delta, loss:str='disagreement', clip:int=defaults.clip,
+def certify(self:SearchResult, alpha:float=defaults.alpha, delta:float=defaults.delta, loss:str='disagreement',
+            clip:int=defaults.clip,
             split:float=0.5, bound:str='hb', cost:str='latency', seed:int=0, max_exits:int|None=None)->Certificate:
-    "Pareto Testing on this search's calibration cache and settings: the certified pick for `alpha`, `delta` and `loss` (see `certify`)"
+    ("Pareto Testing on this search's calibration cache and settings: the certified pick for `alpha`, `delta` and "
+     "`loss` (see `certify`)")
     return certify(self.cache, self.costs, self.settings, alpha, delta, loss, clip, split, bound, cost, seed, max_exits)

@@ -80,7 +80,8 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
               output_stride:int|None=None, # 8, 16 or 32; None: `default_output_stride(arch)`
               size=defaults.size,         # Training input (H, W)
               bs:int=defaults.bs,         # Batch size (>= 2)
-              epochs1:int|None=None, epochs2:int|None=None, # Epochs per stage; None: the quick run's on the embedded data, else `defaults`
+              # Epochs per stage; None: the quick run's on the embedded data, else `defaults`
+              epochs1:int|None=None, epochs2:int|None=None,
               lr1:float=defaults.lr1, lr2:float=defaults.lr2,
               stage1:str='sample',        # 'sample' or 'all'
               grid=None,                  # Stage-2 head names; None: the quick run's or `defaults.grid`
@@ -89,9 +90,11 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
               max_items:int|None=None,    # Cap on the frames per split
               search_after:bool=True,     # Run `search_job` on the validation split afterwards
               seed:int=0,                 # Random seed
-              nproc:int=1,                # Training processes on this machine (DDP through accelerate; `bs` is per process)
+              # Training processes on this machine (DDP through accelerate; `bs` is per process)
+              nproc:int=1,
               full:bool=False,            # On the embedded data: the full recipe instead of the quick first run
-              learner:bool=False,         # Also export the fastai learner (learner.pkl: the network once more, pickled, for `load_learner`)
+              # Also export the fastai learner (learner.pkl: the network once more, pickled, for `load_learner`)
+              learner:bool=False,
               log=print,                  # Where progress messages go
              )->Path:
     "Train a MESS network in two stages, write it with its per-exit table and figures, then search its deployment"
@@ -99,12 +102,15 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     quick = _quick(data, full)
     epochs1 = epochs1 if epochs1 is not None else defaults.quick_epochs[0] if quick else defaults.epochs1
     epochs2 = epochs2 if epochs2 is not None else defaults.quick_epochs[1] if quick else defaults.epochs2
-    hw, heads = parse_size(size), parse_grid(grid if grid is not None else defaults.quick_grid if quick else defaults.grid)
+    hw, heads = parse_size(size), parse_grid(grid if grid is not None else defaults.quick_grid if quick
+                                             else defaults.grid)
     pos = _csv(positions, int, 'positions') or None
     _check(stage1 in ('sample', 'all'), f"--stage1: expected 'sample' or 'all', got {stage1!r}")
     for n, v, lo in (('epochs1', epochs1, 1), ('epochs2', epochs2, 1), ('bs', bs, 2)):
-        _check(isinstance(v, int) and v >= lo, f"--{n}: expected an integer >= {lo}, got {v}" + (" (BatchNorm needs more than one image per batch)" if n == 'bs' else ''))
-    for n, v in (('lr1', lr1), ('lr2', lr2)): _check(0 < v < 10, f"--{n}: expected a positive learning rate (e.g. 3e-3), got {v}")
+        _check(isinstance(v, int) and v >= lo, f"--{n}: expected an integer >= {lo}, got {v}"
+               + (" (BatchNorm needs more than one image per batch)" if n == 'bs' else ''))
+    for n, v in (('lr1', lr1), ('lr2', lr2)):
+        _check(0 < v < 10, f"--{n}: expected a positive learning rate (e.g. 3e-3), got {v}")
     _check(distill >= 0, f"--distill: expected a weight >= 0, got {distill}")
     _check(max_items is None or max_items >= 2, f"--max-items: expected at least 2 frames per split, got {max_items}")
     _check(output_stride in (None, 8, 16, 32), f"--output-stride: expected 8, 16 or 32, got {output_stride}")
@@ -112,9 +118,13 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     if ':' in arch and not arch.startswith('timm:'):
         try: check_model_name(arch)
         except ValueError as e: raise CliError(f"--arch: {e}") from None
-        _check(output_stride is None, f"--output-stride: {arch} keeps its model's own output stride; leave the option out")
-    else: _check(arch in TV_ARCHS or arch.startswith('timm:'), f"--arch: unknown backbone {arch!r}; expected one of {', '.join(TV_ARCHS)}, "
-                 f"timm:<name>, a torchvision segmentation model (tv:<name>, <name> one of {', '.join(TV_SEG_ARCHS)}) or smp:<Architecture>:<encoder>")
+        _check(output_stride is None,
+               f"--output-stride: {arch} keeps its model's own output stride; leave the option out")
+    else:
+        _check(arch in TV_ARCHS or arch.startswith('timm:'),
+               f"--arch: unknown backbone {arch!r}; expected one of {', '.join(TV_ARCHS)}, "
+                 f"timm:<name>, a torchvision segmentation model (tv:<name>, <name> one of {', '.join(TV_SEG_ARCHS)}) "
+                 f"or smp:<Architecture>:<encoder>")
     _check(isinstance(nproc, int) and nproc >= 1, f"--nproc: expected an integer >= 1, got {nproc}")
     if nproc > 1: require_accelerate()
     _check(pos is None or len(set(pos)) == len(pos), f"--positions: duplicate entries in {pos}")
@@ -123,20 +133,25 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     if not rep.ok: raise DataError(str(rep))
     set_seed(seed, reproducible=True)
     dls = mess_dls(path, size=hw, bs=bs, max_items=max_items, seed=seed)
-    _check(len(dls.train_ds) // nproc >= dls.train.bs, f"--nproc: {nproc} processes of {dls.train.bs} images is more than the {len(dls.train_ds)} training frames")
+    _check(len(dls.train_ds) // nproc >= dls.train.bs,
+           f"--nproc: {nproc} processes of {dls.train.bs} images is more than the {len(dls.train_ds)} training frames")
     learn = mess_learner(dls, arch=arch, pretrained=pretrained, output_stride=output_stride, stage1=stage1, seed=seed)
     n_cand = len(learn.model.candidates)
     if pos is None and quick and grid is None: pos = [p for p in defaults.quick_positions if p < n_cand - 1] or None
-    _check(pos is None or all(0 <= p < n_cand for p in pos), f"--positions: {arch} has candidate exits 0..{n_cand - 1}, got {pos}")
+    _check(pos is None or all(0 <= p < n_cand for p in pos),
+           f"--positions: {arch} has candidate exits 0..{n_cand - 1}, got {pos}")
     outp = fresh_dir(out)                                     # everything checked: now create the output folder
     _NOW.update(out=outp, kept='the run folder so far', again=f"mess_fast train --out {out}")
     learn.path = outp
     if outp != Path(out).expanduser().resolve(): log(f"{out} exists and is not empty: writing to {outp.name}")
     log(f"data: {'embedded CamVid subset' if data is None and 'MESS_FAST_DATA' not in os.environ else path.name} "
         f"({len(dls.train_ds)} train / {len(dls.valid_ds)} valid frames, {dls.c} classes), output: {outp.name}")
-    if quick: log(f"the quick first run: {epochs1} + {epochs2} epochs, heads {', '.join(heads)} at positions {pos or 'all but the last'}, "
+    if quick:
+        log(f"the quick first run: {epochs1} + {epochs2} epochs, heads {', '.join(heads)} at positions "
+            f"{pos or 'all but the last'}, "
                   f"up to {defaults.quick_max_exits} early exits searched (mess_fast train --full: the full recipe)")
-    learn.fit_mess_distrib(nproc, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=heads, positions=pos, distill=distill,
+    learn.fit_mess_distrib(nproc, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=heads, positions=pos,
+                           distill=distill,
                            save_best=True, seed=seed)
     secs = learn.stage_seconds
     tab = learn.exit_table()
@@ -149,11 +164,15 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     ax = plot_exits(tab, title=f"{arch}: exits"); ax.figure.savefig(outp/'exits.png', dpi=120, bbox_inches='tight')
     learn.show_results(max_n=3).savefig(outp/'results.png', dpi=100, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
-    res = dict(args=dict(data=data, arch=arch, pretrained=pretrained, output_stride=learn.model.config['output_stride'], size=list(hw),
-                         bs=bs, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, stage1=stage1, grid=heads, positions=pos,
+    res = dict(args=dict(data=data, arch=arch, pretrained=pretrained, output_stride=learn.model.config['output_stride'],
+                         size=list(hw),
+                         bs=bs, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, stage1=stage1, grid=heads,
+                             positions=pos,
                          distill=distill, max_items=max_items, seed=seed, nproc=nproc, quick=quick),
-               versions=dict(mess_fast=mess_fast.__version__, torch=torch.__version__, python=platform.python_version()),
-               seconds=dict(stage1=secs['stage1'], stage2=secs['stage2']), exits=json.loads(tab.reset_index().to_json(orient='records')))
+               versions=dict(mess_fast=mess_fast.__version__, torch=torch.__version__,
+                             python=platform.python_version()),
+               seconds=dict(stage1=secs['stage1'], stage2=secs['stage2']),
+                   exits=json.loads(tab.reset_index().to_json(orient='records')))
     (outp/'run.json').write_text(json.dumps(res, indent=1))
     if search_after: search_job(outp, max_exits=defaults.quick_max_exits if quick else defaults.max_exits, log=log)
     log(f"\nWrote {', '.join(sorted(p.name for p in outp.iterdir()))} to {outp.name}/")
@@ -161,22 +180,29 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
 
 # %% ../nbs/09_cli.ipynb #7761941d
 def _calibration(run, args, net, data, unlabelled):
-    "`(calibration dl, evaluation dl, what)`: halves of the run's (or `data`'s) validation frames; label-free halves of an image folder"
+    ("`(calibration dl, evaluation dl, what)`: halves of the run's (or `data`'s) validation frames; label-free halves "
+     "of an image folder")
     if unlabelled:
         _check(data is not None, "--unlabelled: name the folder of your own (unlabelled) frames with --data")
         files = image_files(data)
-        _check(len(files) >= 2, f"{data}: {len(files)} image(s); the search needs at least 2 (half to choose, half to measure)")
+        _check(len(files) >= 2,
+               f"{data}: {len(files)} image(s); the search needs at least 2 (half to choose, half to measure)")
         h = (len(files) + 1) // 2
         inp = net.meta.get('input')
-        return FramesDL(files[:h], inp), FramesDL(files[h:], inp), f"{h} + {len(files) - h} unlabelled frames of {Path(data).name}"
+        return FramesDL(files[:h], inp), FramesDL(files[h:],
+                                                  inp), f"{h} + {len(files) - h} unlabelled frames of {Path(data).name}"
     dls = mess_dls(resolve_data_path(data if data is not None else args.get('data')), size=tuple(args['size']), bs=8,
                    max_items=args.get('max_items') if data is None else None, seed=args.get('seed', 0), augment=False)
     calib, evalp = split_pairs(dls.source.valid, 'halves')
-    _check(len(calib) >= 1 and len(evalp) >= 1, f"the validation split has {len(dls.source.valid)} frame(s); the search needs at least 2 (half to choose, half to measure)")
+    _check(len(calib) >= 1 and len(evalp) >= 1,
+           f"the validation split has {len(dls.source.valid)} frame(s); the search needs at least 2 (half to choose, "
+           f"half to measure)")
     return labelled_dl(dls, calib), labelled_dl(dls, evalp), f"{len(calib)} + {len(evalp)} validation frames"
 
 def search_job(run,                         # A `mess_fast train` output folder (with run.json and model.pth)
-               data:str|None=None,          # Dataset folder whose validation split calibrates, if not the run's; with `unlabelled`: a folder of frames
+               # Dataset folder whose validation split calibrates, if not the run's; with `unlabelled`: a folder of
+               # frames
+               data:str|None=None,
                target:str='0.1pp',          # Which pick to deploy: a `TARGETS` key ('best', '0.1pp', '1pp')
                max_drop:float|None=None,    # Instead: the lowest latency at this mIoU drop (pp)
                budget_ms:float|None=None,   # Instead: the best mIoU within this mean latency (ms per image)
@@ -185,20 +211,26 @@ def search_job(run,                         # A `mess_fast train` output folder 
                th_pix=defaults.th_pix_grid, th_img=defaults.th_img_grid,  # Threshold grids
                reps:int=10,                 # Timed runs per piece when profiling
                rounds:int=3,                # Interleaved measurement rounds on the evaluation half
-               risk:str|None=None,          # Deploy the certified pick for this loss instead: 'disagreement' (label-free) or 'drop'
+               # Deploy the certified pick for this loss instead: 'disagreement' (label-free) or 'drop'
+               risk:str|None=None,
                alpha:float=defaults.alpha,  # Certified picks: the risk target
                delta:float=defaults.delta,  # Certified picks: the allowed probability that the certificate is wrong
                clip:int=defaults.clip,      # Certified picks: consecutive frames per calibration unit
                bound:str='hb',              # Certified picks: 'hb' (Hoeffding-Bentkus) or 'wsr' (betting)
-               unlabelled:bool=False,       # `data` is a folder of your own frames without masks: calibrate label-free on them
+               # `data` is a folder of your own frames without masks: calibrate label-free on them
+               unlabelled:bool=False,
                progress:bool=True,          # Progress bars while profiling, caching and searching
                log=print,
               )->Path:
-    "Profile, cache, search and deploy a trained run on this device; certify a pick; measure the picks on held-out frames"
+    ("Profile, cache, search and deploy a trained run on this device; certify a pick; measure the picks on "
+     "held-out frames")
     run = Path(run)
-    _check(not run.is_file(), f"{run}: is a file, not a run folder; expected the output folder of `mess_fast train` (the folder holding run.json and model.pth)")
+    _check(not run.is_file(),
+           f"{run}: is a file, not a run folder; expected the output folder of `mess_fast train` (the folder holding "
+           f"run.json and model.pth)")
     _check(run.is_dir(), f"{run}: no such run folder; expected the output folder of `mess_fast train`")
-    for f in ('run.json', 'model.pth'): _check((run/f).is_file(), f"{run}: no {f}; expected the output folder of `mess_fast train`")
+    for f in ('run.json', 'model.pth'):
+        _check((run/f).is_file(), f"{run}: no {f}; expected the output folder of `mess_fast train`")
     _check(target in TARGETS, f"--target: expected one of {list(TARGETS)}, got {target!r}")
     _check(cost in ('latency', 'flops'), f"--cost: expected 'latency' or 'flops', got {cost!r}")
     _check(max_drop is None or max_drop >= 0, f"--max-drop: expected a drop >= 0 (percentage points), got {max_drop}")
@@ -207,55 +239,70 @@ def search_job(run,                         # A `mess_fast train` output folder 
     _check(risk is None or risk in LOSSES, f"--risk: expected one of {', '.join(LOSSES)}, got {risk!r}")
     _check(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
     _check(0 < delta < 1, f"--delta: expected a probability in (0, 1), e.g. 0.1, got {delta}")
-    _check(isinstance(clip, int) and clip >= 1, f"--clip: expected an integer >= 1 (frames per calibration unit), got {clip}")
+    _check(isinstance(clip, int) and clip >= 1,
+           f"--clip: expected an integer >= 1 (frames per calibration unit), got {clip}")
     _check(bound in BOUNDS, f"--bound: expected one of {', '.join(BOUNDS)}, got {bound!r}")
     _check(not (unlabelled and risk == 'drop'), "--risk drop needs labels: with --unlabelled, use --risk disagreement")
     thp, thi = _thresholds(th_pix, 'th-pix'), _thresholds(th_img, 'th-img')
     try: args = json.loads((run/'run.json').read_text())['args']
     except (ValueError, KeyError) as e: raise CliError(f"{run/'run.json'}: not a run description ({e})") from None
     net = MESSNet.load(run/'model.pth').eval()
-    _check(len(net.heads) > 0, f"{run/'model.pth'}: the network has no exit heads (stage 2 did not run); nothing to search")
+    _check(len(net.heads) > 0,
+           f"{run/'model.pth'}: the network has no exit heads (stage 2 did not run); nothing to search")
     cal_dl, eval_dl, what = _calibration(run, args, net, data, unlabelled)
     outp = fresh_dir(run/'search', create=False)
     _NOW.update(out=outp, kept=f"{run.name}/ (the run is untouched)", again=f"mess_fast search {run}")
-    log(f"\nDeployment search: choose on the first half of {what}, measure on the other half; output: {run.name}/{outp.name}/")
-    log("profiling the network on this machine ..."); prof = profile_net(net, tuple(args['size']), reps=reps, progress=progress)
+    log(f"\nDeployment search: choose on the first half of {what}, measure on the other half; output: "
+        f"{run.name}/{outp.name}/")
+    log("profiling the network on this machine ..."); prof = profile_net(net, tuple(args['size']), reps=reps,
+            progress=progress)
     log("caching the calibration frames ...");        cache = build_cache(net, cal_dl, th_pix=thp, progress=progress)
-    log("searching every configuration ...");         res = search(cache, prof, max_exits=max_exits, th_img=thi, progress=progress)
-    outp.mkdir(parents=True)                                  # the search is kept even if no configuration meets the target
+    log("searching every configuration ...");         res = search(cache, prof, max_exits=max_exits, th_img=thi,
+                                                                   progress=progress)
+    # the search is kept even if no configuration meets the target
+    outp.mkdir(parents=True)
     prof.save(outp/'profile.json'); cache.save(outp/'cache.pt'); res.save(outp/'search.json')
-    if cache.labelled:   # six calibration frames with every exit's labels: the strip of the explorer page (`mess_fast explore`)
+    # six calibration frames with every exit's labels: the strip of the explorer page (`mess_fast explore`)
+    if cache.labelled:
         from mess_fast.widgets import image_strip
         image_strip(net, cal_dl, res).save(outp/'strip.npz')
     log(f"{res.n_configs:,} configurations searched in {res.seconds:.1f} s; Pareto front ({cost}, calibration half):")
     col = 'latency_ms' if cost == 'latency' else 'gflops'
     with pd.option_context('display.width', 200, 'display.max_colwidth', 90):
-        log(res.front(cost)[['name', 'miou', 'drop_pp', col, 'latency_ms' if cost != 'latency' else 'speedup']].round(4).to_string(index=False))
+        log(res.front(cost)[['name', 'miou', 'drop_pp', col, 'latency_ms' if cost != 'latency'
+                             else 'speedup']].round(4).to_string(index=False))
     try: cert = res.certify(alpha, delta, risk or 'disagreement', clip, bound=bound, cost=cost)
     except ValueError as e:   # too few clips: said, and (unless a certified pick was asked for) the search goes on
         if risk is not None: raise CliError(f"--risk: {e}") from None
         cert, why = None, str(e)
     if cert is not None:
-        (outp/'certificate.json').write_text(json.dumps(dict(config=cert.config.to_dict(), name=cert.config.name, promise=cert.promise,
-            **{k: getattr(cert, k) for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order', 'n_test', 'risk_test',
+        (outp/'certificate.json').write_text(json.dumps(dict(config=cert.config.to_dict(), name=cert.config.name,
+                                                             promise=cert.promise,
+            **{k: getattr(cert, k) for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order',
+                                             'n_test', 'risk_test',
                                               'risk_bound', 'alpha_min', 'cost', 'mean_cost')}), indent=1))
     if risk is not None: cfg = cert.config
     elif budget_ms is not None or max_drop is not None:
         try: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)
-        except ValueError as e: raise CliError(f"{e} (the search is saved in {run.name}/{outp.name}/: nothing deployed)") from None
+        except ValueError as e:
+            raise CliError(f"{e} (the search is saved in {run.name}/{outp.name}/: nothing deployed)") from None
     else: cfg = res.target(target, cost)
     eval_cache = build_cache(net, eval_dl, th_pix=thp, progress=False)
     chk = check_picks(res, net, eval_dl, eval_cache, rounds=rounds, cost=cost)
     chk.to_csv(outp/'picks.csv')
     with pd.option_context('display.width', 220, 'display.max_colwidth', 70):
-        log("\nThe paper's targets (point picks): predicted on the calibration half, measured on the evaluation half (batch size 1):")
-        log(chk[['label', 'config', 'calib_drop_pp', 'pred_speedup', 'eval_drop_pp', 'eval_latency_ms', 'eval_speedup']].round(3).to_string())
-    log(f"\nCertified pick ({cert.loss}, Pareto Testing over clips of {cert.clip} frames): {cert}" if cert is not None else
+        log("\nThe paper's targets (point picks): predicted on the calibration half, measured on the evaluation half "
+            "(batch size 1):")
+        log(chk[['label', 'config', 'calib_drop_pp', 'pred_speedup', 'eval_drop_pp', 'eval_latency_ms',
+                 'eval_speedup']].round(3).to_string())
+    log(f"\nCertified pick ({cert.loss}, Pareto Testing over clips of {cert.clip} frames): {cert}" if cert is not None
+        else
         f"\nCertified pick: none — {why}; nothing can be promised about other frames from so few")
     ax = res.plot(cost); ax.figure.savefig(outp/'pareto.png', dpi=120, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
     res.deploy(cfg, net, path=outp/'deployed.pth')
-    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/deployed.pth" + (" (the certified pick)" if risk is not None else f" (target {target})"))
+    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/deployed.pth" + (" (the certified pick)" if risk is not None
+            else f" (target {target})"))
     return outp
 
 # %% ../nbs/09_cli.ipynb #6beeaff2
@@ -263,7 +310,8 @@ def _controller(audit, alpha, gamma, seed, state):
     "A `RiskController` for `--audit` (continued from the `state` file if it exists), or None"
     if state is not None and Path(state).is_file():
         try: return RiskController.from_dict(json.loads(Path(state).read_text()))
-        except (ValueError, KeyError, TypeError) as e: raise CliError(f"{state}: not a controller state written by mess_fast predict --state ({e})") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise CliError(f"{state}: not a controller state written by mess_fast predict --state ({e})") from None
     if not audit: return None
     _check(0 < audit <= 1, f"--audit: expected the share of frames to audit, in (0, 1], got {audit}")
     _check(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
@@ -274,34 +322,45 @@ def _write_trace(outp, ctrl, state, log):
     "trace.png beside trace.csv, the state file if asked, and a summary line"
     from mess_fast.widgets import plot_trace
     import matplotlib.pyplot as plt
-    fig = plot_trace(ctrl.trace, ctrl.alpha); fig.savefig(outp/'trace.png', dpi=110, bbox_inches='tight'); plt.close(fig)
+    fig = plot_trace(ctrl.trace, ctrl.alpha); fig.savefig(outp/'trace.png', dpi=110,
+                                                          bbox_inches='tight'); plt.close(fig)
     if state is not None: Path(state).write_text(json.dumps(ctrl.to_dict()))
     log(f"online control: {ctrl}" + (f"; state saved to {Path(state).name}" if state is not None else '')
         + (" — DRIFT FLAG: the calibration no longer holds on these frames" if ctrl.flag else ''))
 
-def predict_job(model,            # A deployed checkpoint (`deployed.pth`), a search folder, or a run folder (its latest search)
-                images,           # Image files and/or folders of images (in name order: a stream)
-                out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
-                audit:float=0.,   # Online control: audit this share of frames (also run to the final exit) and steer the threshold offset
-                alpha:float=defaults.alpha, # Online control: the target share of pixels disagreeing with the final exit
-                gamma:float=0.5,  # Online control: the offset's step size
-                seed:int=0,       # Online control: seed of the audit draws
-                state:str|None=None, # Online control: a JSON file to continue from (if it exists) and to save the controller to
-                log=print,
-               )->Path:
-    "Early-exit inference with a deployed network on image files: PNG masks, a CSV of exits and latencies (and with audits a trace)"
+def predict_job(
+    model,            # A deployed checkpoint (`deployed.pth`), a search folder, or a run folder (its latest search)
+    images,           # Image files and/or folders of images (in name order: a stream)
+    out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
+    # Online control: audit this share of frames (also run to the final exit) and steer the threshold offset
+    audit:float=0.,
+    alpha:float=defaults.alpha, # Online control: the target share of pixels disagreeing with the final exit
+    gamma:float=0.5,  # Online control: the offset's step size
+    seed:int=0,       # Online control: seed of the audit draws
+    # Online control: a JSON file to continue from (if it exists) and to save the controller to
+    state:str|None=None,
+    log=print,
+)->Path:
+    ("Early-exit inference with a deployed network on image files: PNG masks, a CSV of exits and latencies (and with "
+     "audits a trace)")
     ckpt = deployed_checkpoint(model)
     pred = EarlyExitPredictor.load(ckpt)
     inp = pred.net.meta.get('input')
-    _check(inp is not None, f"{ckpt}: no input settings (size, normalisation) in the checkpoint; save it from a network made by mess_learner")
+    _check(inp is not None,
+           f"{ckpt}: no input settings (size, normalisation) in the checkpoint; save it from a network made by "
+           f"mess_learner")
     ctrl = _controller(audit, alpha, gamma, seed, state)
-    _check(ctrl is None or pred.budget is None, f"{ckpt}: a budgeted deployment (always {pred.budget}) makes no decisions and keeps nothing "
-                                                "beyond its exit: there is nothing for --audit to control; deploy a configuration with early exits")
+    _check(ctrl is None or pred.budget is None,
+           f"{ckpt}: a budgeted deployment (always {pred.budget}) makes no decisions and keeps nothing "
+                                                "beyond its exit: there is nothing for --audit to control; deploy a "
+                                                "configuration with early exits")
     files = image_files(images)
     outp = fresh_dir(out, create=False)
-    xs = [prepare_image(f, inp['size'], inp['mean'], inp['std']) for f in files]   # every image read (and checked) before writing anything
+    # every image read (and checked) before writing anything
+    xs = [prepare_image(f, inp['size'], inp['mean'], inp['std']) for f in files]
     outp.mkdir(parents=True)
-    _NOW.update(out=outp, kept=f"{outp.name}/: the masks written so far", again="the same command (a new output folder is used)")
+    _NOW.update(out=outp, kept=f"{outp.name}/: the masks written so far",
+                again="the same command (a new output folder is used)")
     pal = palette_for(inp['codes'], inp['void'])
     rows = []
     pred.predict_batch(torch.from_numpy(xs[0]))                                  # warm-up
@@ -320,35 +379,52 @@ def predict_job(model,            # A deployed checkpoint (`deployed.pth`), a se
         write_csv(outp/'trace.csv', [dict(image=r['image']) | t for r, t in zip(rows, ctrl.trace[-len(rows):])])
         _write_trace(outp, ctrl, state, log)
     hist = pd.Series([r['exit'] for r in rows]).value_counts().to_dict()
-    log(f"{len(rows)} images -> {outp.name}/ (exits taken: {hist}; mean latency {np.mean([r['latency_ms'] for r in rows]):.1f} ms)")
+    log(f"{len(rows)} images -> {outp.name}/ (exits taken: {hist}; mean latency "
+        f"{np.mean([r['latency_ms'] for r in rows]):.1f} ms)")
     return outp
 
 # %% ../nbs/09_cli.ipynb #d9f6842b
 _f = lambda v: ','.join(map(str, v))
 
 @call_parse
-def train(data:str=None,          # Dataset folder (SegNet, fastai or images/masks layout); default: $MESS_FAST_DATA, else the embedded CamVid subset
-          out:str='mess_run',      # Output folder (a numbered sibling is used if it exists and is not empty)
-          arch:str='resnet18',     # Backbone (resnet18/34/50/101, mobilenet_v2, mobilenet_v3_large, timm:<name>) or a segmentation model to convert (tv:lraspp_mobilenet_v3_large, smp:Unet:resnet18, ...)
-          pretrained:bool=False,   # Start from ImageNet weights (downloads them the first time)
-          output_stride:int=None,  # Output stride of ResNet/timm backbones: 8 (the paper's), 16 or 32; default 16 (MobileNets: native)
-          size:str=_f(defaults.size), # Training input size 'H,W'
-          bs:int=defaults.bs,      # Batch size (at least 2)
-          epochs1:int=None,        # Stage-1 epochs (backbone + final head + one sampled exit per iteration); default: the quick run's 6, or 20 with --full / --data
-          epochs2:int=None,        # Stage-2 epochs (every head of --grid at every position, backbone frozen); default: 2, or 5 with --full / --data
-          lr1:float=defaults.lr1,  # Stage-1 maximum learning rate (one-cycle)
-          lr2:float=defaults.lr2,  # Stage-2 maximum learning rate
-          stage1:str='sample',     # Stage-1 mode: 'sample' (one exit per iteration) or 'all' (every exit, summed)
-          grid:str=None,           # Stage-2 head configurations, comma-separated names; default: fcn-b0,aspp-crm-b0, or the four of the full recipe
-          positions:str='',        # Stage-2 candidate positions, comma-separated; empty: 1,3,5 in the quick run, else all but the last
-          distill:float=defaults.distill, # Weight of Positive Filtering Distillation in stage 2
-          max_items:int=None,      # Cap on the frames per split (quick trials)
-          no_search:bool=False,    # Skip the deployment search after training
-          seed:int=0,              # Random seed
-          nproc:int=1,             # Training processes on this machine (DDP through accelerate; CPU: gloo); --bs is per process
-          full:bool=False,         # On the embedded data: the full recipe (20 + 5 epochs, four head types everywhere, up to 3 exits) instead of the quick first run
-          learner:bool=False,      # Also export the fastai learner (learner.pkl, for fastai's load_learner; it holds the network once more)
-         ):
+def train(
+    # Dataset folder (SegNet, fastai or images/masks layout); default: $MESS_FAST_DATA, else the embedded CamVid subset
+    data:str=None,
+    out:str='mess_run',      # Output folder (a numbered sibling is used if it exists and is not empty)
+    # Backbone (resnet18/34/50/101, mobilenet_v2, mobilenet_v3_large, timm:<name>) or a segmentation model to
+    # convert (tv:lraspp_mobilenet_v3_large, smp:Unet:resnet18, ...)
+    arch:str='resnet18',
+    pretrained:bool=False,   # Start from ImageNet weights (downloads them the first time)
+    # Output stride of ResNet/timm backbones: 8 (the paper's), 16 or 32; default 16 (MobileNets: native)
+    output_stride:int=None,
+    size:str=_f(defaults.size), # Training input size 'H,W'
+    bs:int=defaults.bs,      # Batch size (at least 2)
+    # Stage-1 epochs (backbone + final head + one sampled exit per iteration); default: the quick run's 6, or 20
+    # with --full / --data
+    epochs1:int=None,
+    # Stage-2 epochs (every head of --grid at every position, backbone frozen); default: 2, or 5 with --full /
+    # --data
+    epochs2:int=None,
+    lr1:float=defaults.lr1,  # Stage-1 maximum learning rate (one-cycle)
+    lr2:float=defaults.lr2,  # Stage-2 maximum learning rate
+    stage1:str='sample',     # Stage-1 mode: 'sample' (one exit per iteration) or 'all' (every exit, summed)
+    # Stage-2 head configurations, comma-separated names; default: fcn-b0,aspp-crm-b0, or the four of the full
+    # recipe
+    grid:str=None,
+    # Stage-2 candidate positions, comma-separated; empty: 1,3,5 in the quick run, else all but the last
+    positions:str='',
+    distill:float=defaults.distill, # Weight of Positive Filtering Distillation in stage 2
+    max_items:int=None,      # Cap on the frames per split (quick trials)
+    no_search:bool=False,    # Skip the deployment search after training
+    seed:int=0,              # Random seed
+    # Training processes on this machine (DDP through accelerate; CPU: gloo); --bs is per process
+    nproc:int=1,
+    # On the embedded data: the full recipe (20 + 5 epochs, four head types everywhere, up to 3 exits) instead of
+    # the quick first run
+    full:bool=False,
+    # Also export the fastai learner (learner.pkl, for fastai's load_learner; it holds the network once more)
+    learner:bool=False,
+):
     "Train a MESS network in two stages, then search its deployment on this device"
     matplotlib.use('Agg')
     return train_job(data, out, arch, pretrained, output_stride, size, bs, epochs1, epochs2, lr1, lr2, stage1, grid,
@@ -356,8 +432,12 @@ def train(data:str=None,          # Dataset folder (SegNet, fastai or images/mas
 
 @call_parse
 def search_cmd(run:str,              # Output folder of `mess_fast train`
-               data:str=None,        # Dataset folder whose validation split calibrates, if not the run's; with --unlabelled: a folder of your own frames
-               target:str='0.1pp',   # Pick to deploy: 'best' (best mIoU at <= 1x latency), '0.1pp' or '1pp' (lowest latency at that mIoU drop)
+               # Dataset folder whose validation split calibrates, if not the run's; with --unlabelled: a folder of your
+               # own frames
+               data:str=None,
+               # Pick to deploy: 'best' (best mIoU at <= 1x latency), '0.1pp' or '1pp' (lowest latency at that mIoU
+               # drop)
+               target:str='0.1pp',
                max_drop:float=None,  # Instead of --target: the lowest latency at this mIoU drop (percentage points)
                budget_ms:float=None, # Instead of --target: the best mIoU within this mean latency (ms per image)
                max_exits:int=defaults.max_exits, # At most this many early exits
@@ -365,30 +445,43 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
                th_pix:str=_f(defaults.th_pix_grid), # Pixel thresholds to try
                th_img:str=_f(defaults.th_img_grid), # Image thresholds to try
                rounds:int=3,         # Interleaved measurement rounds on the evaluation half
-               risk:str=None,        # Deploy the certified pick for this loss instead of --target: 'disagreement' (label-free) or 'drop'
-               alpha:float=defaults.alpha, # Certified pick: risk target (e.g. 0.05: 5% of pixels disagree with the final exit)
+               # Deploy the certified pick for this loss instead of --target: 'disagreement' (label-free) or 'drop'
+               risk:str=None,
+               # Certified pick: risk target (e.g. 0.05: 5% of pixels disagree with the final exit)
+               alpha:float=defaults.alpha,
                delta:float=defaults.delta, # Certified pick: allowed probability that the certificate is wrong
                clip:int=defaults.clip, # Certified pick: consecutive frames per calibration unit
                bound:str='hb',       # Certified pick: 'hb' (Hoeffding-Bentkus) or 'wsr' (betting)
-               unlabelled:bool=False, # --data is a folder of your own frames without masks: calibrate label-free on them
+               # --data is a folder of your own frames without masks: calibrate label-free on them
+               unlabelled:bool=False,
               ):
-    "Profile, cache and search the exits and thresholds of a trained run; certify a pick, measure the picks and deploy one"
+    ("Profile, cache and search the exits and thresholds of a trained run; certify a pick, measure the picks "
+     "and deploy one")
     matplotlib.use('Agg')
-    return search_job(run, data, target, max_drop, budget_ms, max_exits, cost, th_pix, th_img, rounds=rounds, risk=risk, alpha=alpha,
+    return search_job(run, data, target, max_drop, budget_ms, max_exits, cost, th_pix, th_img, rounds=rounds, risk=risk,
+                      alpha=alpha,
                       delta=delta, clip=clip, bound=bound, unlabelled=unlabelled)
 
 @call_parse
-def predict_cmd(*inputs:str,          # A deployed network (deployed.pth, or a run or search folder), then image files and/or folders; with --onnx: images only
-                onnx:str=None,        # Run this ONNX export (a folder from `mess_fast export`) with ONNX Runtime instead of a checkpoint
-                out:str='mess_pred',  # Output folder for the PNG masks and predictions.csv (a numbered sibling if taken)
-                threads:int=None,     # ONNX Runtime intra-op threads (with --onnx); default: its own choice
-                audit:float=0.,       # Online control: audit this share of the frames (also run them to the final exit), e.g. 0.1
-                alpha:float=defaults.alpha, # Online control: target share of pixels that disagree with the final exit
-                gamma:float=0.5,      # Online control: step size of the threshold offset
-                seed:int=0,           # Online control: seed of the audit draws
-                state:str=None,       # Online control: JSON file to continue from (if it exists) and to save the controller to
-               ):
-    "Early-exit inference on image files with a deployed network or its ONNX export: PNG masks, a CSV of exits and latencies, and with --audit the control trace"
+def predict_cmd(
+    # A deployed network (deployed.pth, or a run or search folder), then image files and/or folders; with --onnx: images
+    # only
+    *inputs:str,
+    # Run this ONNX export (a folder from `mess_fast export`) with ONNX Runtime instead of a checkpoint
+    onnx:str=None,
+    # Output folder for the PNG masks and predictions.csv (a numbered sibling if taken)
+    out:str='mess_pred',
+    threads:int=None,     # ONNX Runtime intra-op threads (with --onnx); default: its own choice
+    # Online control: audit this share of the frames (also run them to the final exit), e.g. 0.1
+    audit:float=0.,
+    alpha:float=defaults.alpha, # Online control: target share of pixels that disagree with the final exit
+    gamma:float=0.5,      # Online control: step size of the threshold offset
+    seed:int=0,           # Online control: seed of the audit draws
+    # Online control: JSON file to continue from (if it exists) and to save the controller to
+    state:str=None,
+):
+    ("Early-exit inference on image files with a deployed network or its ONNX export: PNG masks, a CSV of exits and "
+     "latencies, and with --audit the control trace")
     matplotlib.use('Agg')
     if onnx is not None:
         from mess_fast.runtime import onnx_predict_job      # the [onnx] extra: imported only when asked for
@@ -396,26 +489,34 @@ def predict_cmd(*inputs:str,          # A deployed network (deployed.pth, or a r
         outp = onnx_predict_job(onnx, list(inputs), out, threads=threads, controller=ctrl)
         if ctrl is not None: _write_trace(outp, ctrl, state, print)
         return outp
-    _check(len(inputs) >= 2, "expected a deployed network and image files: mess_fast predict MODEL IMAGES... (or --onnx DIR IMAGES...)")
+    _check(len(inputs) >= 2,
+           "expected a deployed network and image files: mess_fast predict MODEL IMAGES... (or --onnx DIR IMAGES...)")
     return predict_job(inputs[0], list(inputs[1:]), out, audit, alpha, gamma, seed, state)
 
 @call_parse
-def export_cmd(run_or_model:str,      # A deployed checkpoint (deployed.pth), a search folder, or a `mess_fast train` run folder (its latest search)
-               out:str='mess_onnx',   # Output folder for the graphs and manifest.json (a numbered sibling if taken)
-               opset:int=17,          # ONNX opset (11..23)
-               int8:bool=False,       # Quantize the graphs to int8 (ONNX Runtime static QDQ; the exit policy stays float32)
-               calib:str=None,        # With --int8: a folder (or image file) of calibration frames; default: the frames the run's search calibrated on
-              ):
-    "Export a deployed network as staged ONNX graphs (float32, or int8 with --int8) with its exit policy and a manifest, to run with ONNX Runtime (no torch)"
+def export_cmd(
+    # A deployed checkpoint (deployed.pth), a search folder, or a `mess_fast train` run folder (its latest search)
+    run_or_model:str,
+    out:str='mess_onnx',   # Output folder for the graphs and manifest.json (a numbered sibling if taken)
+    opset:int=17,          # ONNX opset (11..23)
+    # Quantize the graphs to int8 (ONNX Runtime static QDQ; the exit policy stays float32)
+    int8:bool=False,
+    # With --int8: a folder (or image file) of calibration frames; default: the frames the run's search
+    # calibrated on
+    calib:str=None,
+):
+    ("Export a deployed network as staged ONNX graphs (float32, or int8 with --int8) with its exit policy and a "
+     "manifest, to run with ONNX Runtime (no torch)")
     from mess_fast.export import export_job                 # the [onnx] extra: imported only when asked for
     return export_job(run_or_model, out, opset, int8=int8, calib=calib)
 
 @call_parse
-def explore_cmd(path:str,              # A `mess_fast train` run folder (its latest search), a search folder, or a notebook
-                port:int=8866,          # Local port of the page
-                no_browser:bool=False,  # Do not open the page in a browser
-                ip:str='127.0.0.1',     # Interface to listen on ('0.0.0.0': other machines too)
-               ):
+def explore_cmd(
+    path:str,              # A `mess_fast train` run folder (its latest search), a search folder, or a notebook
+    port:int=8866,          # Local port of the page
+    no_browser:bool=False,  # Do not open the page in a browser
+    ip:str='127.0.0.1',     # Interface to listen on ('0.0.0.0': other machines too)
+):
     "Serve the exit explorer of a search as a web page (voila), until Ctrl-C"
     _check(isinstance(port, int) and 0 < port < 65536, f"--port: expected a port number in 1..65535, got {port}")
     try: from mess_fast.explore import serve   # the [widgets] extra (voila): imported only when asked for
@@ -424,7 +525,8 @@ def explore_cmd(path:str,              # A `mess_fast train` run folder (its lat
 
 # %% ../nbs/09_cli.ipynb #54707dad
 COMMANDS = dict(train=train, search=search_cmd, predict=predict_cmd, export=export_cmd, explore=explore_cmd)
-_USER_ERRORS = (CliError, DataError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError,
+_USER_ERRORS = (CliError, DataError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                ValueError,
                 KeyError, ImportError, RuntimeError)
 
 def _join_negatives(args:list)->list:
@@ -432,7 +534,8 @@ def _join_negatives(args:list)->list:
     res, i = [], 0
     while i < len(args):
         a, nxt = args[i], args[i + 1] if i + 1 < len(args) else ''
-        if a.startswith('--') and '=' not in a and len(nxt) > 1 and nxt[0] == '-' and (nxt[1].isdigit() or nxt[1] == '.'):
+        if a.startswith('--') and '=' not in a and len(nxt) > 1 and nxt[0] == '-' and (nxt[1].isdigit()
+                or nxt[1] == '.'):
             res.append(f"{a}={nxt}"); i += 2
         else: res.append(a); i += 1
     return res

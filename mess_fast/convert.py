@@ -22,23 +22,28 @@ __all__ = ['TV_SEG_ARCHS', 'SMP_ARCHS', 'INPUT', 'TVHead', 'SMPHead', 'check_mod
            'max_abs_diff']
 
 # %% ../nbs/02c_convert.ipynb #0493caeb
-TV_SEG_ARCHS = ('lraspp_mobilenet_v3_large', 'deeplabv3_mobilenet_v3_large', 'deeplabv3_resnet50', 'deeplabv3_resnet101',
+TV_SEG_ARCHS = ('lraspp_mobilenet_v3_large', 'deeplabv3_mobilenet_v3_large', 'deeplabv3_resnet50',
+                'deeplabv3_resnet101',
                 'fcn_resnet50', 'fcn_resnet101')
-SMP_ARCHS = ('Unet', 'UnetPlusPlus', 'FPN', 'DeepLabV3', 'DeepLabV3Plus', 'Linknet', 'PSPNet', 'MAnet', 'PAN', 'UPerNet')
+SMP_ARCHS = ('Unet', 'UnetPlusPlus', 'FPN', 'DeepLabV3', 'DeepLabV3Plus', 'Linknet', 'PSPNet', 'MAnet', 'PAN',
+             'UPerNet')
 INPUT = -1   # tap position of the input image
 
 def _import_smp():
     try: import segmentation_models_pytorch as smp
-    except ImportError as e: raise ImportError("smp models need segmentation_models_pytorch: pip install 'mess_fast[smp]'") from e
+    except ImportError as e:
+        raise ImportError("smp models need segmentation_models_pytorch: pip install 'mess_fast[smp]'") from e
     return smp
 
 def _is_smp(model)->bool:
     "Is `model` a segmentation_models_pytorch model? (without importing smp when it is not loaded)"
-    return 'segmentation_models_pytorch' in sys.modules and isinstance(model, sys.modules['segmentation_models_pytorch'].base.SegmentationModel)
+    return 'segmentation_models_pytorch' in sys.modules and isinstance(model,
+            sys.modules['segmentation_models_pytorch'].base.SegmentationModel)
 
 # %% ../nbs/02c_convert.ipynb #ae1317be
 class TVHead(nn.Module):
-    "A torchvision segmentation classifier as a final exit; `keys`: the names of the features it reads (LR-ASPP: 'low', 'high')"
+    ("A torchvision segmentation classifier as a final exit; `keys`: the names of the features it reads (LR-ASPP: "
+     "'low', 'high')")
     def __init__(self, classifier:nn.Module, keys:list|None=None):
         super().__init__(); self.classifier, self.keys = classifier, keys
     def forward(self, feats): return self.classifier(feats if self.keys is None else OrderedDict(zip(self.keys, feats)))
@@ -49,7 +54,8 @@ class SMPHead(nn.Module):
         super().__init__(); self.decoder, self.segmentation_head = decoder, segmentation_head
         # smp < 0.5 decoders take the features as separate arguments
         self.star = any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(decoder.forward).parameters.values())
-    def forward(self, feats): return self.segmentation_head(self.decoder(*feats) if self.star else self.decoder(list(feats)))
+    def forward(self, feats):
+        return self.segmentation_head(self.decoder(*feats) if self.star else self.decoder(list(feats)))
 
 class _DropConnect(nn.Module):
     "smp's 'efficientnet-b*' blocks take a drop-connect rate as a second argument: a block of one argument"
@@ -64,7 +70,8 @@ def _model_units(mod, block_types, prefix):
     for n, c in mod.named_children():
         name, blk = f'{prefix}{n}', _is_model_block(c, block_types)
         holds = not blk and any(_is_model_block(g, block_types) for g in c.modules())
-        if holds and isinstance(c, (nn.Sequential, nn.ModuleDict, nn.ModuleList)): yield from _model_units(c, block_types, f'{name}.')
+        if holds and isinstance(c, (nn.Sequential, nn.ModuleDict, nn.ModuleList)):
+            yield from _model_units(c, block_types, f'{name}.')
         else: yield name, c, blk or holds
 
 def _tv_parts(model, block_types):
@@ -85,15 +92,20 @@ def _smp_parts(model, block_types):
     act = list(model.segmentation_head.children())[-1]
     act = getattr(act, 'activation', None) if type(act).__name__ == 'Activation' else None
     if act is not None and not isinstance(act, nn.Identity):
-        raise ValueError(f"Cannot convert this smp {type(model).__name__}: its segmentation head applies {type(act).__name__}; "
+        raise ValueError(f"Cannot convert this smp {type(model).__name__}: its segmentation head applies "
+                         f"{type(act).__name__}; "
                          "MESS needs logits: build it with activation=None")
-    if getattr(enc, '_is_transformer_style', False) or getattr(enc, '_is_channel_last', False) or getattr(enc, '_is_vgg_style', False):
-        raise ValueError(f"Cannot convert this smp {type(model).__name__}: smp pads or reorders the features of its timm encoder "
-                         f"{getattr(enc, 'name', '')!r} (transformer, channels-last or VGG style), so they are not the outputs of a chain of blocks")
+    if getattr(enc, '_is_transformer_style', False) or getattr(enc, '_is_channel_last', False) or getattr(enc,
+            '_is_vgg_style', False):
+        raise ValueError(f"Cannot convert this smp {type(model).__name__}: smp pads or reorders the features of its "
+                         f"timm encoder "
+                         f"{getattr(enc, 'name', '')!r} (transformer, channels-last or VGG style), so they are not the "
+                         f"outputs of a chain of blocks")
     if type(enc).__name__ == 'EfficientNetEncoder':   # blocks called with a drop-connect rate
         n = len(enc._blocks)
         units = [(f'{pre}{k}', getattr(enc, k), False) for k in ('_conv_stem', '_bn0', '_swish')]
-        units += [(f'{pre}_blocks.{i}', _DropConnect(b, enc._drop_connect_rate * i / n), True) for i, b in enumerate(enc._blocks)]
+        units += [(f'{pre}_blocks.{i}', _DropConnect(b, enc._drop_connect_rate * i / n), True) for i,
+                  b in enumerate(enc._blocks)]
     else:
         body = getattr(enc, 'model', enc) if type(enc).__name__ == 'TimmUniversalEncoder' else enc
         units = list(_model_units(body, block_types, pre + ('model.' if body is not enc else '')))
@@ -117,19 +129,24 @@ def _trace(model, units, hooked, to_list, x):
     for kind, i, t in log:
         name = units[i][0]
         if kind == 'in':
-            if i in order: raise ValueError(f"Cannot convert: {name} runs twice, so the backbone cannot be cut into segments")
+            if i in order:
+                raise ValueError(f"Cannot convert: {name} runs twice, so the backbone cannot be cut into segments")
             if t is not prev:
-                raise ValueError(f"Cannot convert: {name} does not read the output of the unit before it, so the backbone "
+                raise ValueError(f"Cannot convert: {name} does not read the output of the unit before it, so "
+                                 f"the backbone "
                                  "is not a chain of its children and cannot be cut into segments")
         else: order.append(i); outs[i] = t; prev = t
     if order != list(range(len(order))):
-        raise ValueError(f"Cannot convert: the backbone's children do not run in the order they are registered ({[units[i][0] for i in order][:6]}...)")
+        raise ValueError(f"Cannot convert: the backbone's children do not run in the order they are registered "
+                         f"({[units[i][0] for i in order][:6]}...)")
     if 'f' not in got: raise ValueError("Cannot convert: the backbone did not run")
     taps = []
     for j, f in enumerate(to_list(got['f'])):
         if f is x: taps.append(INPUT); continue
         hit = [i for i in order if outs[i] is f]
-        if not hit: raise ValueError(f"Cannot convert: feature {j} that the backbone returns is not the output of one of its children")
+        if not hit:
+            raise ValueError(f"Cannot convert: feature {j} that the backbone returns is not the output of one of "
+                             f"its children")
         taps.append(hit[-1])
     return len(order), taps
 
@@ -138,7 +155,8 @@ def _cut(units, n_run, unit_taps, block_types):
     "(`[(name, nn.Sequential)]` segments, tap positions)"
     used = units[:n_run]
     ends = {i for i, (_, _, e) in enumerate(used) if e}
-    if not ends: raise ValueError(f"Cannot convert: no blocks of types {block_types} in the backbone, so there is nowhere to "
+    if not ends:
+        raise ValueError(f"Cannot convert: no blocks of types {block_types} in the backbone, so there is nowhere to "
                                   "place exits (pass block_types= naming its block classes)")
     last = max(ends)
     for t in unit_taps:
@@ -156,20 +174,24 @@ def _cut(units, n_run, unit_taps, block_types):
 
 # %% ../nbs/02c_convert.ipynb #22158845
 def _weights_error(arch, what, how):
-    return RuntimeError(f"Could not get the pretrained {what} for {arch!r}: {how}. You seem to be offline: run once with a "
+    return RuntimeError(f"Could not get the pretrained {what} for {arch!r}: {how}. You seem to be offline: run "
+                        f"once with a "
                         "connection (or copy the cache), or build with pretrained=False.")
 
 def _build_tv(name, n_classes, pretrained, timeout=20., **kwargs):
     wb = None
     if pretrained:
-        if pretrained is not True: raise ValueError(f"pretrained for 'tv:{name}' must be True or False, got {pretrained!r}")
+        if pretrained is not True:
+            raise ValueError(f"pretrained for 'tv:{name}' must be True or False, got {pretrained!r}")
         wb = torchvision.models.get_model_weights(name.split('_', 1)[1]).DEFAULT
-    kw = dict(weights=None, weights_backbone=wb, num_classes=n_classes) | ({} if name.startswith('lraspp') else dict(aux_loss=False))
+    kw = dict(weights=None, weights_backbone=wb, num_classes=n_classes) | ({} if name.startswith('lraspp')
+            else dict(aux_loss=False))
     old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
     try: return torchvision.models.get_model(name, **kw, **kwargs)
     except OSError as e:   # urllib's URLError, socket errors
         dest = Path(torch.hub.get_dir())/'checkpoints'/Path(wb.url).name
-        raise _weights_error(f'tv:{name}', 'backbone weights', f"{wb.url} could not be downloaded ({e}); the file belongs in {dest}") from e
+        raise _weights_error(f'tv:{name}', 'backbone weights',
+                             f"{wb.url} could not be downloaded ({e}); the file belongs in {dest}") from e
     finally: socket.setdefaulttimeout(old)
 
 def _build_smp(arch, enc, n_classes, pretrained, **kwargs):
@@ -181,31 +203,39 @@ def _build_smp(arch, enc, n_classes, pretrained, **kwargs):
     hfc.HF_HUB_OFFLINE = old or off
     try: return getattr(smp, arch)(encoder_name=enc, encoder_weights=w, classes=n_classes, **kwargs)
     except OSError as e:   # huggingface_hub's errors and urllib's are OSErrors
-        how = ("the Hugging Face Hub (huggingface.co) is unreachable and they are not in the local Hugging Face cache" if off
+        how = ("the Hugging Face Hub (huggingface.co) is unreachable and they are not in the local Hugging Face cache"
+               if off
                else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise _weights_error(f'smp:{arch}:{enc}', f"encoder weights {w!r}", how) from e
     finally: hfc.HF_HUB_OFFLINE = old
 
 def check_model_name(arch:str)->str:
-    "`arch` if it names a model `build_model` can make ('tv:<name>', 'smp:<architecture>:<encoder>'), else a one-line `ValueError`"
+    ("`arch` if it names a model `build_model` can make ('tv:<name>', 'smp:<architecture>:<encoder>'), else a one-line "
+     "`ValueError`")
     fam, _, rest = str(arch).partition(':')
     if fam == 'tv':
-        if rest not in TV_SEG_ARCHS: raise ValueError(f"Unknown torchvision model {arch!r}: expected tv:<name> with <name> one of {', '.join(TV_SEG_ARCHS)}")
+        if rest not in TV_SEG_ARCHS:
+            raise ValueError(f"Unknown torchvision model {arch!r}: expected tv:<name> with <name> one of "
+                             f"{', '.join(TV_SEG_ARCHS)}")
         return arch
     if fam == 'smp':
         a, _, enc = rest.partition(':')
         if a not in SMP_ARCHS or not enc:
-            raise ValueError(f"Unknown smp model {arch!r}: expected smp:<architecture>:<encoder> with <architecture> one of {', '.join(SMP_ARCHS)}, e.g. smp:Unet:resnet18")
+            raise ValueError(f"Unknown smp model {arch!r}: expected smp:<architecture>:<encoder> with <architecture> "
+                             f"one of {', '.join(SMP_ARCHS)}, e.g. smp:Unet:resnet18")
         smp = _import_smp()
         if not enc.startswith('tu-') and enc not in smp.encoders.get_encoder_names():
-            raise ValueError(f"Unknown smp encoder {enc!r} in {arch!r}: see segmentation_models_pytorch.encoders.get_encoder_names(), or tu-<timm model>")
+            raise ValueError(f"Unknown smp encoder {enc!r} in {arch!r}: see "
+                             f"segmentation_models_pytorch.encoders.get_encoder_names(), or tu-<timm model>")
         return arch
     if arch in TV_SEG_ARCHS: raise ValueError(f"Not a model name: {arch!r}; did you mean 'tv:{arch}'?")
-    raise ValueError(f"Not a model name: {arch!r}; expected tv:<torchvision model> (e.g. tv:lraspp_mobilenet_v3_large) or smp:<architecture>:<encoder> (e.g. smp:Unet:resnet18)")
+    raise ValueError(f"Not a model name: {arch!r}; expected tv:<torchvision model> (e.g. tv:lraspp_mobilenet_v3_large) "
+                     f"or smp:<architecture>:<encoder> (e.g. smp:Unet:resnet18)")
 
 def build_model(arch:str,              # 'tv:<torchvision model>' (see `TV_SEG_ARCHS`) or 'smp:<architecture>:<encoder>'
                 n_classes:int=12,      # Number of output classes
-                pretrained=False,      # The library's ImageNet weights of the backbone/encoder (smp: or an `encoder_weights` name)
+                # The library's ImageNet weights of the backbone/encoder (smp: or an `encoder_weights` name)
+                pretrained=False,
                 **kwargs)->nn.Module:  # More constructor arguments of the model
     "The torchvision or smp segmentation model named `arch` (the plain model, before conversion)"
     fam, _, rest = check_model_name(arch).partition(':')
@@ -236,13 +266,15 @@ def _smp_kwargs(model)->dict|None:
     if not isinstance(cfg, dict): return None
     sig = inspect.signature(type(model).__init__).parameters
     skip = ('encoder_name', 'encoder_weights', 'classes', 'aux_params', 'activation', 'in_channels')
-    return _jsonable({k: v for k, v in cfg.items() if k not in skip and k in sig and _jsonable(sig[k].default) != _jsonable(v)})
+    return _jsonable({k: v for k, v in cfg.items() if k not in skip and k in sig
+                      and _jsonable(sig[k].default) != _jsonable(v)})
 
 def _name_of(model, n_classes):
     "(arch, model_kwargs) naming `model`, or ('model:<class>', {}) when it cannot be rebuilt by name"
     if _is_smp(model):
         kw, enc = _smp_kwargs(model), getattr(model, '_hub_mixin_config', {}).get('encoder_name')
-        arch = f'smp:{type(model).__name__}:{enc}' if kw is not None and enc and type(model).__name__ in SMP_ARCHS else None
+        smp_ok = kw is not None and enc and type(model).__name__ in SMP_ARCHS
+        arch = f'smp:{type(model).__name__}:{enc}' if smp_ok else None
     else: arch, kw = (f'tv:{n}' if (n := _tv_name(model)) else None), {}
     if arch is None: return f'model:{type(model).__name__}', {}
     try:
@@ -265,21 +297,28 @@ def convert_model(model:nn.Module,           # A torchvision or smp segmentation
     from torchvision.models.segmentation.lraspp import LRASPP
     from torchvision.models.segmentation._utils import _SimpleSegmentationModel
     if smp_model: units, hooked, to_list, head, name = _smp_parts(model, block_types)
-    elif isinstance(model, (LRASPP, _SimpleSegmentationModel)): units, hooked, to_list, head, name = _tv_parts(model, block_types)
-    else: raise TypeError(f"Cannot convert a {type(model).__name__}: MESSNet.from_model takes a torchvision segmentation model "
+    elif isinstance(model, (LRASPP, _SimpleSegmentationModel)):
+        units, hooked, to_list, head, name = _tv_parts(model, block_types)
+    else:
+        raise TypeError(f"Cannot convert a {type(model).__name__}: MESSNet.from_model takes a torchvision "
+                        f"segmentation model "
                           f"(LRASPP, DeepLabV3, FCN) or a segmentation_models_pytorch model ({', '.join(SMP_ARCHS)})")
     conv = next((m for _, m, _ in units for m in m.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is not None and conv.in_channels != 3:
-        raise ValueError(f"Cannot convert this {name}: it takes {conv.in_channels} input channels; MESS reads RGB images (3 channels)")
+        raise ValueError(f"Cannot convert this {name}: it takes {conv.in_channels} input channels; MESS reads RGB "
+                         f"images (3 channels)")
     if smp_model:
         mult = model.encoder.output_stride if getattr(model, 'requires_divisible_input_shape', True) else 1
         n_classes = model.segmentation_head[0].out_channels
     else:
         mult = 1
-        n_classes = model.classifier.low_classifier.out_channels if isinstance(model, LRASPP) else model.classifier[-1].out_channels
+        n_classes = model.classifier.low_classifier.out_channels if isinstance(model,
+                LRASPP) else model.classifier[-1].out_channels
     probe = -(-probe // mult) * mult
     training = model.training; model.eval()
-    try: n_run, unit_taps = _trace(model, units, hooked, to_list, torch.randn(1, 3, probe, probe, generator=torch.Generator().manual_seed(0)))
+    try:
+        n_run, unit_taps = _trace(model, units, hooked, to_list, torch.randn(1, 3, probe, probe,
+                generator=torch.Generator().manual_seed(0)))
     finally: model.train(training)
     segs, taps = _cut(units, n_run, unit_taps, block_types)
     if arch is None: arch, model_kwargs = _name_of(model, n_classes)
@@ -290,7 +329,8 @@ def _build_family(arch, n_classes, pretrained, block_types, **model_kwargs)->Net
     return convert_model(build_model(arch, n_classes, pretrained, **model_kwargs), block_types, arch, model_kwargs)[0]
 
 def _cannot_rebuild(arch, *args, **kwargs):
-    raise ValueError(f"This network was converted from a model of your own ({arch}) that mess_fast cannot rebuild by name: "
+    raise ValueError(f"This network was converted from a model of your own ({arch}) that mess_fast cannot "
+                     f"rebuild by name: "
                      "rebuild it with MESSNet.from_model(your_model), then net.load_weights(path)")
 
 register_family('tv', _build_family)
@@ -300,7 +340,8 @@ register_family('model', _cannot_rebuild)
 # %% ../nbs/02c_convert.ipynb #847ad1da
 def max_abs_diff(model:nn.Module, # The original segmentation model
                  net:MESSNet,     # Its conversion
-                 x:torch.Tensor|None=None, # Input batch; default a random (2, 3, 128, 160) one, rounded up to the network's multiple
+                 # Input batch; default a random (2, 3, 128, 160) one, rounded up to the network's multiple
+                 x:torch.Tensor|None=None,
                 )->float:
     "Largest absolute difference between `model`'s output and `net`'s final exit on `x`, both in evaluation mode"
     if x is None:
@@ -318,14 +359,17 @@ def max_abs_diff(model:nn.Module, # The original segmentation model
 
 @patch(cls_method=True)
 def from_model(cls:MESSNet,
-               model:nn.Module,          # A torchvision segmentation model (see `TV_SEG_ARCHS`) or an smp model with a CNN encoder
+               # A torchvision segmentation model (see `TV_SEG_ARCHS`) or an smp model with a CNN encoder
+               model:nn.Module,
                exits=(),                 # Exits to attach: `(position, head)` pairs or exit keys
                block_types=BLOCK_TYPES,  # Class names of the blocks that end a segment
                check:bool=True,          # Verify on a probe that the final exit reproduces `model`'s output
               )->MESSNet:
-    "A `MESSNet` whose candidate exits are `model`'s backbone blocks and whose final exit is `model` (its modules are shared)"
+    ("A `MESSNet` whose candidate exits are `model`'s backbone blocks and whose final exit is `model` (its "
+     "modules are shared)")
     parts, arch, n = convert_model(model, block_types)
     net = cls(arch, n, parts=parts, exits=exits, block_types=block_types)
     if check and (d := max_abs_diff(model, net)) > 1e-6:
-        raise RuntimeError(f"The conversion of this {type(model).__name__} is not exact (max abs difference {d:.3g}): please report it")
+        raise RuntimeError(f"The conversion of this {type(model).__name__} is not exact (max abs difference {d:.3g}): "
+                           f"please report it")
     return net

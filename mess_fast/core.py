@@ -20,7 +20,8 @@ __all__ = ['defaults', 'FINAL', 'MESSDefaults', 'full_size', 'plain', 'confusion
 @dataclass(frozen=True)
 class MESSDefaults:
     "Default settings shared by the library, the `mess_fast` command and the README"
-    output_stride:int=16       # ResNets and timm backbones (the paper's DRN-style 8 costs 2-3x more on a CPU); MobileNets stay native
+    # ResNets and timm backbones (the paper's DRN-style 8 costs 2-3x more on a CPU); MobileNets stay native
+    output_stride:int=16
     final_head:str='deeplab'   # Final exit head: 'deeplab' (torchvision DeepLabHead) or 'fcn'
     stage1_head:str='fcn-b0'   # Head placed at every candidate exit during stage 1
     grid:tuple=('fcn-b0', 'fcn-crm-b1-rdi', 'aspp-crm-b0', 'aspp-crm-b1-rdi')  # Stage-2 head configurations
@@ -28,7 +29,8 @@ class MESSDefaults:
     bs:int=8                   # Training batch size
     epochs1:int=20             # Stage-1 epochs
     epochs2:int=5              # Stage-2 epochs
-    lr1:float=3e-3             # Stage-1 maximum learning rate (one-cycle, Adam, from scratch; use less with a pretrained backbone)
+    # Stage-1 maximum learning rate (one-cycle, Adam, from scratch; use less with a pretrained backbone)
+    lr1:float=3e-3
     lr2:float=3e-3             # Stage-2 maximum learning rate
     distill:float=0.5          # Weight of Positive Filtering Distillation in stage 2
     T:float=2.                 # PFD temperature
@@ -39,7 +41,8 @@ class MESSDefaults:
     max_exits:int=3            # Search: at most this many early exits
     warmup:int=3               # Profiling: untimed runs before timing each piece
     reps:int=20                # Profiling: timed runs of each piece
-    alpha:float=0.05           # Certified picks and online control: the risk target (share of pixels that disagree with the final exit)
+    # Certified picks and online control: the risk target (share of pixels that disagree with the final exit)
+    alpha:float=0.05
     delta:float=0.1            # Certified picks: allowed probability that the certificate is wrong
     clip:int=10                # Certified picks: consecutive frames of one sequence per calibration unit
     quick_epochs:tuple=(6, 2)  # `mess_fast train` with no arguments: stage-1 and stage-2 epochs
@@ -70,7 +73,8 @@ def confusion(pred, # (N, H, W) predicted labels: numpy array or torch tensor
               n:int,             # Number of classes
               void:int|None=None, # Label to ignore
              ):
-    "(n, n) int64 confusion matrix, rows = truth, columns = prediction, void pixels ignored; numpy in, numpy out, torch in, torch out"
+    ("(n, n) int64 confusion matrix, rows = truth, columns = prediction, void pixels ignored; numpy in, numpy out, "
+     "torch in, torch out")
     if isinstance(pred, np.ndarray) or isinstance(targ, np.ndarray):
         pred, targ = np.asarray(pred).ravel().astype(np.int64), np.asarray(targ).ravel().astype(np.int64)
         keep = (targ >= 0) & (targ < n) & ((targ != void) if void is not None else True)
@@ -85,7 +89,8 @@ def miou_rows(tp:np.ndarray,  # (R, n) true positives per class
               gt:np.ndarray,  # (R, n) or (n,) labelled pixels per class
               void:int|None=None, # Class left out of the mean
              )->np.ndarray:
-    "float64 (R,) mean IoU of each row over the non-void classes present in truth or prediction (nan if none), summed in class order"
+    ("float64 (R,) mean IoU of each row over the non-void classes present in truth or prediction (nan if none), summed "
+     "in class order")
     tp, pr = np.asarray(tp, np.float64), np.asarray(pr, np.float64)
     gt = np.broadcast_to(np.asarray(gt, np.float64), tp.shape)
     union = gt + pr - tp

@@ -53,7 +53,8 @@ def resolve_data_path(path:str|Path|None=None, # Dataset folder; None: `$MESS_FA
                      )->Path:
     "The dataset folder to use: explicit `path` > env `MESS_FAST_DATA` > `mini_camvid_path()`."
     if path is not None: p, why = Path(path).expanduser(), 'the data path given'
-    elif os.environ.get('MESS_FAST_DATA'): p, why = Path(os.environ['MESS_FAST_DATA']).expanduser(), 'env MESS_FAST_DATA'
+    elif os.environ.get('MESS_FAST_DATA'):
+        p, why = Path(os.environ['MESS_FAST_DATA']).expanduser(), 'env MESS_FAST_DATA'
     else: p, why = mini_camvid_path(), 'the embedded mini CamVid (is the package installed with its data?)'
     if not p.exists(): raise FileNotFoundError(f"{p}: no such folder ({why}); expected a dataset folder")
     if not p.is_dir(): raise NotADirectoryError(f"{p}: is a file ({why}); expected a dataset folder")
@@ -67,7 +68,9 @@ def camvid_path(download:bool=False, # Download fastai's CamVid if no local copy
     "The full CamVid: `$MESS_FAST_CAMVID`, else fastai's CamVid (`URLs.CAMVID`, downloaded if `download`)"
     if (env := os.environ.get('MESS_FAST_CAMVID')):
         p = Path(env).expanduser()
-        if not _is_dataset(p): raise FileNotFoundError(f"{p}: no CamVid here (env MESS_FAST_CAMVID); expected a SegNet- or fastai-layout folder")
+        if not _is_dataset(p):
+            raise FileNotFoundError(f"{p}: no CamVid here (env MESS_FAST_CAMVID); expected a SegNet- or "
+                                    f"fastai-layout folder")
         return p
     from fastai.data.external import URLs, untar_data
     local = URLs.path(URLs.CAMVID, c_key='data')
@@ -107,7 +110,8 @@ def read_codes(codes:list|str|Path, # Class names, or a text file with one name 
     "The list of class names in `codes`, checked: a readable file, not empty, no duplicates."
     if isinstance(codes, (str, Path)):
         f = Path(codes)
-        if not f.is_file(): raise DataError.of(f, "codes file not found; expected a text file with one class name a line")
+        if not f.is_file():
+            raise DataError.of(f, "codes file not found; expected a text file with one class name a line")
         names = [l.strip() for l in f.read_text(encoding='utf-8', errors='replace').splitlines() if l.strip()]
         where = f
     else: names, where = [str(c) for c in codes], 'codes'
@@ -117,17 +121,21 @@ def read_codes(codes:list|str|Path, # Class names, or a text file with one name 
     return names
 
 def find_void(codes:list,                 # Class names
-              void_code:int|str|None='auto', # 'auto': the code named 'Void' (any case) if there is one; an index; a name; or None
+              # 'auto': the code named 'Void' (any case) if there is one; an index; a name; or None
+              void_code:int|str|None='auto',
              )->int|None:
     "Index of the void (ignored) code in `codes`, or None."
     if void_code is None: return None
     if isinstance(void_code, str):
         names = [c.lower() for c in codes]
         if void_code == 'auto': return names.index('void') if 'void' in names else None
-        if void_code.lower() not in names: raise DataError.of('void_code', f"{void_code!r} is not one of the codes {list(codes)}")
+        if void_code.lower() not in names:
+            raise DataError.of('void_code', f"{void_code!r} is not one of the codes {list(codes)}")
         return names.index(void_code.lower())
     if not 0 <= int(void_code) < len(codes):
-        raise DataError.of('void_code', f"{void_code} is out of range; expected an index 0..{len(codes)-1} into the {len(codes)} codes")
+        raise DataError.of('void_code',
+                           f"{void_code} is out of range; expected an index 0..{len(codes)-1} into the "
+                           f"{len(codes)} codes")
     return int(void_code)
 
 # %% ../nbs/01_data.ipynb #bf9d2383
@@ -135,7 +143,8 @@ _EXTS = {e.lower() for e in image_extensions}
 _LOSSY = {'.jpg', '.jpeg', '.jpe', '.jfif', '.webp'}
 
 def _image_files(folder:Path)->list:
-    return sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith('.') and f.suffix.lower() in _EXTS)
+    return sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith('.')
+                  and f.suffix.lower() in _EXTS)
 
 def pair_files(img_dir:Path,          # Folder of images
                mask_dir:Path,         # Folder of masks
@@ -147,8 +156,12 @@ def pair_files(img_dir:Path,          # Folder of images
     problems = [] if problems is None else problems
     img_dir, mask_dir, ok = Path(img_dir), Path(mask_dir), True
     for d in (img_dir, mask_dir):
-        if not d.is_dir(): problems.append(Problem(str(d), f"missing folder; expected {expected or 'a folder of images'}")); ok = False
-        elif not _image_files(d): problems.append(Problem(str(d), f"empty folder; expected image files ({', '.join(sorted(['.png', '.jpg', '.jpeg']))}, ...)")); ok = False
+        if not d.is_dir():
+            problems.append(Problem(str(d), f"missing folder; expected {expected or 'a folder of images'}")); ok = False
+        elif not _image_files(d):
+            problems.append(Problem(str(d),
+                                    f"empty folder; expected image files "
+                                    f"({', '.join(sorted(['.png', '.jpg', '.jpeg']))}, ...)")); ok = False
     if not ok: return []
     masks = {}
     for m in _image_files(mask_dir):
@@ -156,16 +169,22 @@ def pair_files(img_dir:Path,          # Folder of images
             problems.append(Problem(str(m), "lossy JPEG mask; expected a PNG (JPEG compression changes the labels "
                                             "along every edge, so they can no longer be trusted)")); continue
         if mask_suffix and not m.stem.endswith(mask_suffix):
-            problems.append(Problem(str(m), f"no image for this mask; expected a mask name ending in {mask_suffix!r}")); continue
+            problems.append(Problem(str(m), f"no image for this mask; expected a mask name ending in {mask_suffix!r}"))
+            continue
         masks[m.stem[:len(m.stem)-len(mask_suffix)] if mask_suffix else m.stem] = m
     pairs, seen = [], set()
     for im in _image_files(img_dir):
-        if im.stem in seen: problems.append(Problem(str(im), f"a second image with stem {im.stem!r}; expected one image per mask")); continue
+        if im.stem in seen:
+            problems.append(Problem(str(im),
+                                    f"a second image with stem {im.stem!r}; expected one image per mask")); continue
         seen.add(im.stem)
         if im.stem in masks: pairs.append((im, masks[im.stem]))
-        else: problems.append(Problem(str(im), f"no mask for this image; expected {mask_dir/(im.stem + mask_suffix)}.png"))
+        else:
+            problems.append(Problem(str(im),
+                                    f"no mask for this image; expected {mask_dir/(im.stem + mask_suffix)}.png"))
     for stem, m in masks.items():
-        if stem not in seen: problems.append(Problem(str(m), f"no image for this mask; expected {img_dir/stem}.<png|jpg|...>"))
+        if stem not in seen:
+            problems.append(Problem(str(m), f"no image for this mask; expected {img_dir/stem}.<png|jpg|...>"))
     return pairs
 
 # %% ../nbs/01_data.ipynb #ef94a9ee
@@ -182,19 +201,24 @@ class SegSource:
     problems: list = field(default_factory=list)
 
     def __repr__(self):
-        return (f"SegSource({self.layout!r} at {Path(self.path).name}: {len(self.train)} train + {len(self.valid)} valid pairs, "
-                f"{len(self.codes)} codes, void_code={self.void_code}" + (f", {len(self.problems)} problems)" if self.problems else ")"))
+        return (f"SegSource({self.layout!r} at {Path(self.path).name}: {len(self.train)} train + {len(self.valid)} "
+                f"valid pairs, "
+                f"{len(self.codes)} codes, void_code={self.void_code}" + (f", {len(self.problems)} problems)"
+                        if self.problems else ")"))
 
     def pairs(self, split:str='train')->list:
         "The pairs of `split`: 'train', 'valid' or 'all'."
-        if split not in ('train', 'valid', 'all'): raise ValueError(f"split must be 'train', 'valid' or 'all', got {split!r}")
+        if split not in ('train', 'valid', 'all'):
+            raise ValueError(f"split must be 'train', 'valid' or 'all', got {split!r}")
         return self.train + self.valid if split == 'all' else getattr(self, split)
 
     def subset(self, max_items:int|None)->SegSource:
         "At most `max_items` pairs per split, evenly spaced (deterministic, so every sequence stays represented)."
         if max_items is None: return self
         if max_items < 1: raise ValueError(f"max_items must be >= 1, got {max_items}")
-        def cap(l): return l if len(l) <= max_items else [l[i] for i in np.unique(np.linspace(0, len(l)-1, max_items).round().astype(int))]
+        def cap(l):
+            return l if len(l) <= max_items else [l[i] for i in np.unique(np.linspace(0, len(l)-1,
+                    max_items).round().astype(int))]
         return replace(self, train=cap(self.train), valid=cap(self.valid))
 
 # %% ../nbs/01_data.ipynb #d648ffe1
@@ -205,7 +229,8 @@ def _codes_and_void(codes, void_code, default_file:Path, default, problems):
     src = codes if codes is not None else default_file if default_file.is_file() else default
     where = str(src) if isinstance(src, (str, Path)) else 'codes argument' if codes is not None else 'CAMVID_CODES'
     if src is None:
-        problems.append(Problem(str(default_file), "missing; expected a text file with one class name a line (or pass codes=[...])"))
+        problems.append(Problem(str(default_file),
+                                "missing; expected a text file with one class name a line (or pass codes=[...])"))
         return [], None, where
     try: names = read_codes(src)
     except DataError as e: problems.append(Problem(e.file, e.problem)); return [], None, where
@@ -238,7 +263,8 @@ def folders_source(path:str|Path,           # Dataset folder
                    valid_pct:float=0.2,     # Without a `valid` file: random fraction for validation
                    seed:int=42,             # Seed of that random split
                    layout:str='folders',    # Name recorded in the `SegSource`
-                   expected:str="folders layout: images/ masks/ [codes.txt] [valid.txt] (or pass img_dir=, mask_dir=, codes=)",
+                   expected:str="folders layout: images/ masks/ [codes.txt] [valid.txt] (or pass img_dir=, "
+                                "mask_dir=, codes=)",
                   )->SegSource:
     "Any dataset with an images folder and a masks folder (the fastai CamVid layout is a special case)."
     path, probs = Path(path), []
@@ -252,10 +278,13 @@ def folders_source(path:str|Path,           # Dataset folder
         all_imgs = {f.name for f in imgs} | {f.stem for f in imgs}
         for l in listed:
             if Path(l).name not in by_name and Path(l).name not in all_imgs:
-                probs.append(Problem(str(vf), f"lists {l!r}, which is not an image in {img_dir}/; expected names of images in {img_dir}/"))
+                probs.append(Problem(str(vf),
+                                     f"lists {l!r}, which is not an image in {img_dir}/; expected names of images "
+                                     f"in {img_dir}/"))
         vidx = {by_name[Path(l).name] for l in listed if Path(l).name in by_name}
     elif layout == 'fastai':
-        probs.append(Problem(str(vf), f"missing; expected the list of validation images, one a line ({expected})")); vidx = set()
+        probs.append(Problem(str(vf),
+                             f"missing; expected the list of validation images, one a line ({expected})")); vidx = set()
     else:
         perm = np.random.default_rng(seed).permutation(len(pairs))
         vidx = set(perm[:int(round(valid_pct * len(pairs)))].tolist())
@@ -267,7 +296,8 @@ def fastai_source(path:str|Path, # Dataset folder in fastai's CamVid layout
                   valid:str='valid.txt', codes:list|str|None=None, void_code='auto', **kwargs)->SegSource:
     "The dataset at `path` in fastai's layout: `images/`, `labels/<stem>_P.png`, `codes.txt`, `valid.txt`."
     kw = dict(img_dir='images', mask_dir='labels', mask_suffix='_P') | kwargs
-    return folders_source(path, codes=codes, void_code=void_code, valid=valid, layout='fastai', expected=FASTAI_EXPECTED, **kw)
+    return folders_source(path, codes=codes, void_code=void_code, valid=valid, layout='fastai',
+                          expected=FASTAI_EXPECTED, **kw)
 
 # %% ../nbs/01_data.ipynb #6e260d1e
 def synth_seg_dataset(dest:str|Path,            # Folder to create (must not exist or be empty)
@@ -275,14 +305,16 @@ def synth_seg_dataset(dest:str|Path,            # Folder to create (must not exi
                       n_train:int=6,            # Train pairs
                       n_valid:int=2,            # Validation pairs
                       size:tuple=(48, 64),      # Image (height, width)
-                      codes:list|None=None,     # Class names; default `CAMVID_CODES` (segnet) or 5 names with 'Void' in the middle
+                      # Class names; default `CAMVID_CODES` (segnet) or 5 names with 'Void' in the middle
+                      codes:list|None=None,
                       grid:int=4,               # Masks are `grid` x `grid` blocks of random classes
                       img_ext:str='.png',       # Image file type
                       seed:int=0,               # Random seed
                      )->Path:
     "Write a synthetic dataset whose image colours encode the mask (`palette_for(codes)[mask]`)."
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()): raise FileExistsError(f"{dest}: not empty; expected a new or empty folder")
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest}: not empty; expected a new or empty folder")
     codes = codes or (CAMVID_CODES if layout == 'segnet' else ['road', 'car', 'Void', 'tree', 'sky'])
     pal, rng = palette_for(codes, find_void(codes)), np.random.default_rng(seed)
     h, w = size
@@ -300,7 +332,8 @@ def synth_seg_dataset(dest:str|Path,            # Folder to create (must not exi
     for idir, mdir, suf, n in folders:
         (dest/idir).mkdir(parents=True, exist_ok=True); (dest/mdir).mkdir(parents=True, exist_ok=True)
         for _ in range(n):
-            im, m = one(k); im.save(dest/idir/f'frame_{k:03d}{img_ext}'); m.save(dest/mdir/f'frame_{k:03d}{suf}.png'); k += 1
+            im, m = one(k)
+            im.save(dest/idir/f'frame_{k:03d}{img_ext}'); m.save(dest/mdir/f'frame_{k:03d}{suf}.png'); k += 1
     if layout != 'segnet':
         (dest/'codes.txt').write_text('\n'.join(codes) + '\n')
         (dest/'valid.txt').write_text(''.join(f'frame_{i:03d}{img_ext}\n' for i in range(n_train, n_train + n_valid)))
@@ -311,21 +344,25 @@ _BUILDERS = dict(segnet=segnet_source, fastai=fastai_source, folders=folders_sou
 
 def seg_source(path:str|Path|None=None, # Dataset folder (see `resolve_data_path`)
                layout:str|None=None,    # 'segnet', 'fastai' or 'folders'; None: `detect_layout`
-               valid:str|None=None,     # Validation split: SegNet folder name, or the file listing it (layout default if None)
+               # Validation split: SegNet folder name, or the file listing it (layout default if None)
+               valid:str|None=None,
                max_items:int|None=None, # Cap on the pairs per split (evenly spaced)
                strict:bool=True,        # Raise a `DataError` listing all structural problems
                **kwargs,                # Passed to the layout's source function (codes, void_code, img_dir, ...)
               )->SegSource:
     "List the dataset at `path` (explicit > env `MESS_FAST_DATA` > embedded mini CamVid) as a `SegSource`."
     path = resolve_data_path(path)
-    if not any(path.iterdir()): raise DataError.of(path, "empty folder; expected a dataset (SegNet, fastai or images/masks layout)")
+    if not any(path.iterdir()):
+        raise DataError.of(path, "empty folder; expected a dataset (SegNet, fastai or images/masks layout)")
     layout = layout or detect_layout(path)
     if layout not in _BUILDERS: raise ValueError(f"layout must be one of {list(_BUILDERS)}, got {layout!r}")
     if valid is not None: kwargs['valid'] = valid
     src = _BUILDERS[layout](path, **kwargs)
     if strict and src.problems:
-        raise DataError(f"{path}: {len(src.problems)} problem(s) in this {layout}-layout dataset:\n" + '\n'.join(map(str, src.problems)))
-    if strict and not src.train: raise DataError.of(path, "no training pairs; expected images and masks in the train split")
+        raise DataError(f"{path}: {len(src.problems)} problem(s) in this {layout}-layout dataset:\n"
+                        + '\n'.join(map(str, src.problems)))
+    if strict and not src.train:
+        raise DataError.of(path, "no training pairs; expected images and masks in the train split")
     return src.subset(max_items)
 
 # %% ../nbs/01_data.ipynb #eeebd1f1
@@ -349,7 +386,8 @@ def by_sequence(self:SegSource,
     have = self.sequences('all'); valid, train = listify(valid), listify(train) if train is not None else None
     if (bad := [q for q in valid + (train or []) if q not in have]):
         raise DataError.of(self.path, f"no frames of sequence(s) {bad}; expected some of {list(have)}")
-    if train is not None and (both := sorted(set(valid) & set(train))): raise ValueError(f"sequences {both} are in both splits")
+    if train is not None and (both := sorted(set(valid) & set(train))):
+        raise ValueError(f"sequences {both} are in both splits")
     allp = sorted(self.pairs('all'))
     tr = [p for p in allp if sequence_of(p[0]) not in valid and (train is None or sequence_of(p[0]) in train)]
     return replace(self, train=tr, valid=[p for p in allp if sequence_of(p[0]) in valid])
@@ -373,14 +411,16 @@ def open_rgb(fn:str|Path, # Image file
     "Open `fn` as an RGB `PILImage` (grayscale, palette and RGBA are converted); the error names an unreadable file."
     try: return PILImage.create(fn)
     except Exception as e:
-        raise DataError.of(fn, f"cannot read image ({type(e).__name__}: {e}); expected an image file (PNG, JPEG, ...)") from e
+        raise DataError.of(fn, f"cannot read image ({type(e).__name__}: {e}); "
+                               "expected an image file (PNG, JPEG, ...)") from e
 
 def image_size(fn:str|Path)->tuple:
     "`(width, height)` of image `fn`, read from its header."
     try:
         with Image.open(fn) as im: return im.size
     except Exception as e:
-        raise DataError.of(fn, f"cannot read image ({type(e).__name__}: {e}); expected an image file (PNG, JPEG, ...)") from e
+        raise DataError.of(fn, f"cannot read image ({type(e).__name__}: {e}); "
+                               "expected an image file (PNG, JPEG, ...)") from e
 
 _MASK_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L')
 
@@ -388,9 +428,13 @@ def _open_mask(fn):
     try:
         with Image.open(fn) as im: im.load(); a, mode, bands = np.asarray(im), im.mode, len(im.getbands())
     except Exception as e:
-        raise DataError.of(fn, f"cannot read mask ({type(e).__name__}: {e}); expected a single-channel 8-bit PNG of class indices") from e
+        raise DataError.of(fn,
+                           f"cannot read mask ({type(e).__name__}: {e}); expected a single-channel 8-bit PNG of "
+                           f"class indices") from e
     if mode not in _MASK_MODES:
-        raise DataError.of(fn, f"mask has mode {mode} ({bands} channels); expected a single-channel 8-bit mask of class indices "
+        raise DataError.of(fn,
+                           f"mask has mode {mode} ({bands} channels); expected a single-channel 8-bit mask of "
+                           f"class indices "
                                "(colour-coded masks must be converted to class indices first)")
     return a
 
@@ -404,7 +448,8 @@ def _bad_values_msg(a, n, void_code):
             "do the codes match the masks?")
 
 def _size_msg(msize, img_fn, isize):
-    return f"mask is {msize[0]}x{msize[1]} (WxH) but its image {img_fn} is {isize[0]}x{isize[1]}; expected the same size"
+    return (f"mask is {msize[0]}x{msize[1]} (WxH) but its image {img_fn} is {isize[0]}x{isize[1]}; expected "
+            f"the same size")
 
 def read_mask(fn:str|Path,              # Mask file
               n_codes:int,              # Number of codes (values must be < n_codes)
@@ -431,7 +476,8 @@ class DatasetReport(list):
         if self.source is None: where, rel = 'dataset', str
         else:
             root = str(Path(self.source.path)).rstrip('/') + '/'
-            where, rel = f"{Path(self.source.path).name} ({self.source.layout} layout, {self.n_pairs} pairs)", lambda s: s.replace(root, '')
+            where = f"{Path(self.source.path).name} ({self.source.layout} layout, {self.n_pairs} pairs)"
+            rel = lambda s: s.replace(root, '')
         if self.ok: return f"{where}: no problems"
         return f"{where}: {len(self)} problem(s)\n" + '\n'.join(f"  {rel(str(p))}" for p in self)
     __repr__ = __str__
@@ -457,14 +503,19 @@ def check_dataset(path:str|Path|None=None, # Dataset folder (see `resolve_data_p
                 with Image.open(img) as im: im.load(); isize = im.size
             else: isize = image_size(img)
         except DataError as e: probs.append(Problem(e.file, e.problem))
-        except Exception as e: probs.append(Problem(str(img), f"cannot read image ({type(e).__name__}: {e}); expected an image file (PNG, JPEG, ...)"))
+        except Exception as e:
+            probs.append(Problem(str(img), f"cannot read image ({type(e).__name__}: {e}); "
+                                           "expected an image file (PNG, JPEG, ...)"))
         try: a = _open_mask(mfn)
         except DataError as e: probs.append(Problem(e.file, e.problem)); continue
-        if isize is not None and (a.shape[1], a.shape[0]) != isize: probs.append(Problem(str(mfn), _size_msg((a.shape[1], a.shape[0]), img, isize)))
+        if isize is not None and (a.shape[1], a.shape[0]) != isize:
+            probs.append(Problem(str(mfn), _size_msg((a.shape[1], a.shape[0]), img, isize)))
         if n and (a.max() >= n or a.min() < 0):
-            probs.append(Problem(str(mfn), _bad_values_msg(a, n, void))); too_high.append(mfn); top = max(top, int(a.max()))
+            probs.append(Problem(str(mfn), _bad_values_msg(a, n, void))); too_high.append(mfn); top = max(top,
+                    int(a.max()))
     if too_high:
-        probs.append(Problem(src.codes_from, f"codes do not match the masks: {_codes_txt(n, void)} (values 0..{n-1}) but "
+        probs.append(Problem(src.codes_from,
+                             f"codes do not match the masks: {_codes_txt(n, void)} (values 0..{n-1}) but "
                              f"{len(too_high)} mask(s) hold values up to {top}; expected len(codes) > every mask value "
                              "(missing names in the codes? a void value such as 255 that is not a code?)"))
     rep = DatasetReport(probs, src, len(pairs))

@@ -18,7 +18,8 @@ from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib, default_device, set_seed
-from fastai.distributed import DistributedDL, DistributedTrainer   # also gives `Learner.distrib_ctx` (accelerate is only needed to use it)
+# also gives `Learner.distrib_ctx` (accelerate is only needed to use it)
+from fastai.distributed import DistributedDL, DistributedTrainer
 from .train import MESSLearner
 
 # %% auto #0
@@ -26,17 +27,22 @@ __all__ = ['require_accelerate', 'launch_command', 'distrib_launch']
 
 # %% ../nbs/03b_distributed.ipynb #beb21b54
 def require_accelerate():
-    "Import `accelerate` (what fastai's distributed training runs on), or raise an `ImportError` that names the extra to install"
+    ("Import `accelerate` (what fastai's distributed training runs on), or raise an `ImportError` that names the "
+     "extra to install")
     try: import accelerate
-    except ImportError as e: raise ImportError("distributed training needs accelerate>=1.0: pip install 'mess_fast[distributed]'") from e
+    except ImportError as e:
+        raise ImportError("distributed training needs accelerate>=1.0: pip install 'mess_fast[distributed]'") from e
     if int(accelerate.__version__.split('.')[0]) < 1:
-        raise ImportError(f"distributed training needs accelerate>=1.0, found {accelerate.__version__}: pip install -U 'mess_fast[distributed]'")
+        raise ImportError(f"distributed training needs accelerate>=1.0, found {accelerate.__version__}: pip install -U "
+                          f"'mess_fast[distributed]'")
     return accelerate
 
 def _leaves_unused(learn)->bool:
-    "Does a training step of this fit leave some head out of the graph? (stage-1 sampling, or sampling from some heads only)"
+    ("Does a training step of this fit leave some head out of the graph? (stage-1 sampling, or sampling from "
+     "some heads only)")
     s = learn.exit_sampler
-    return learn.stage == 1 and s is not None and (s.mode == 'sample' or (s.keys is not None and set(s.keys) != set(learn.net.heads)))
+    return learn.stage == 1 and s is not None and (s.mode == 'sample' or (s.keys is not None
+            and set(s.keys) != set(learn.net.heads)))
 
 class _FindUnused(Callback):
     "Set DDP's `find_unused_parameters` at the start of each fit, before `DistributedTrainer` wraps the model"
@@ -53,10 +59,12 @@ def _broadcast_on_pg_device(self, t, rank):
 @patch
 @contextmanager
 def distrib_ctx(self:MESSLearner,
-                sync_bn:bool=False,      # Convert BatchNorm to `SyncBatchNorm` (CUDA only; the layers stay converted afterwards)
+                # Convert BatchNorm to `SyncBatchNorm` (CUDA only; the layers stay converted afterwards)
+                sync_bn:bool=False,
                 in_notebook:bool=False,  # As in fastai: training launched from a notebook
                 cpu:bool|None=None,      # CPU processes (gloo backend); None: when no GPU is available
-                find_unused_parameters:bool|None=None, # DDP option; None: on for fits that leave heads unused (stage-1 sampling)
+                # DDP option; None: on for fits that leave heads unused (stage-1 sampling)
+                find_unused_parameters:bool|None=None,
                 **kwargs):               # Passed to accelerate's `Accelerator` (e.g. `kwargs_handlers`)
     "fastai's `distrib_ctx` with the settings MESS needs; outside a multi-process launch nothing changes"
     acc = require_accelerate()
@@ -71,7 +79,8 @@ def distrib_ctx(self:MESSLearner,
             gloo = dist.is_initialized() and dist.get_backend() != 'nccl'
             if gloo: orig, DistributedDL._broadcast = DistributedDL._broadcast, _broadcast_on_pg_device
             try:
-                if auto and self.cbs.filter(lambda c: isinstance(c, DistributedTrainer)): self.add_cb(cb := _FindUnused(hs[-1]))
+                if auto and self.cbs.filter(lambda c: isinstance(c, DistributedTrainer)):
+                    self.add_cb(cb := _FindUnused(hs[-1]))
                 yield self
             finally:
                 if gloo: DistributedDL._broadcast = orig
@@ -80,23 +89,28 @@ def distrib_ctx(self:MESSLearner,
 
 # %% ../nbs/03b_distributed.ipynb #fa48f2c6
 def launch_command(nproc:int=2,      # Processes on this machine
-                   launch_args=(),   # More `accelerate launch` options, appended (they override these), e.g. for several machines
+                   # More `accelerate launch` options, appended (they override these), e.g. for several machines
+                   launch_args=(),
                   )->list:
     "The `accelerate launch` command (up to the script) that starts `nproc` processes on this machine, CPU or GPU"
-    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1: raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
     cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', str(nproc), '--num_machines', '1',
            '--mixed_precision', 'no', '--dynamo_backend', 'no']
-    if nproc > 1: cmd += ['--multi_gpu', '--main_process_port', '0']   # also on CPU: starts the processes, gloo decides later
+    # also on CPU: starts the processes, gloo decides later
+    if nproc > 1: cmd += ['--multi_gpu', '--main_process_port', '0']
     return cmd + [str(a) for a in launch_args]
 
 # %% ../nbs/03b_distributed.ipynb #8e32d00e
 def _resolve(target:str):
     "The function `target` names: 'package.module:function' or 'path/to/file.py:function'"
     mod, _, fn = target.rpartition(':')
-    if not mod or not fn: raise ValueError(f"target must be 'package.module:function' or 'file.py:function', got {target!r}")
+    if not mod or not fn:
+        raise ValueError(f"target must be 'package.module:function' or 'file.py:function', got {target!r}")
     if mod.endswith('.py'):
         spec = importlib.util.spec_from_file_location(Path(mod).stem, mod)
-        if spec is None or not Path(mod).is_file(): raise FileNotFoundError(f"{mod}: no such Python file (target {target!r})")
+        if spec is None or not Path(mod).is_file():
+            raise FileNotFoundError(f"{mod}: no such Python file (target {target!r})")
         m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)
     else: m = importlib.import_module(mod)
     if not callable(f := getattr(m, fn, None)): raise ValueError(f"{target!r}: {mod} has no function {fn!r}")
@@ -116,7 +130,8 @@ class _Relay(threading.Thread):
     def tail(self)->str: return self.buf
 
 def _stop(p, grace:float=10.):
-    "Stop the launcher `p` and every process below it (torchrun gives each worker its own session, so a process group is not enough)"
+    ("Stop the launcher `p` and every process below it (torchrun gives each worker its own session, so a process group "
+     "is not enough)")
     import psutil   # an accelerate dependency
     try: procs = [psutil.Process(p.pid)] + psutil.Process(p.pid).children(recursive=True)
     except psutil.NoSuchProcess: procs = []
@@ -129,21 +144,26 @@ def _stop(p, grace:float=10.):
         except psutil.NoSuchProcess: pass
     p.wait()
 
-def distrib_launch(target:str,            # 'package.module:function' or 'path/to/file.py:function', called in every process
-                   nproc:int=2,           # Processes on this machine
-                   args:tuple=(),         # Positional arguments of the function (picklable)
-                   kwargs:dict|None=None, # Keyword arguments of the function (picklable)
-                   timeout:float|None=None, # Seconds before every process is stopped and a `TimeoutError` raised
-                   threads:int|None=None, # Torch threads per process (`OMP_NUM_THREADS`); None: the machine's cores / nproc
-                   launch_args=(),        # More `accelerate launch` options (see `launch_command`)
-                   quiet:bool=False,      # Keep the processes' output back (its end is printed to stderr if the run fails)
-                  ):
+def distrib_launch(
+    target:str,            # 'package.module:function' or 'path/to/file.py:function', called in every process
+    nproc:int=2,           # Processes on this machine
+    args:tuple=(),         # Positional arguments of the function (picklable)
+    kwargs:dict|None=None, # Keyword arguments of the function (picklable)
+    timeout:float|None=None, # Seconds before every process is stopped and a `TimeoutError` raised
+    # Torch threads per process (`OMP_NUM_THREADS`); None: the machine's cores / nproc
+    threads:int|None=None,
+    launch_args=(),        # More `accelerate launch` options (see `launch_command`)
+    # Keep the processes' output back (its end is printed to stderr if the run fails)
+    quiet:bool=False,
+):
     "Run `target(*args, **kwargs)` on `nproc` processes started by `accelerate launch`; return rank 0's result"
     require_accelerate()
-    _resolve(target) if not target.rpartition(':')[0].endswith('.py') else None   # a bad module or name fails here, not in N processes
+    # a bad module or name fails here, not in N processes
+    _resolve(target) if not target.rpartition(':')[0].endswith('.py') else None
     cmd = launch_command(nproc, launch_args)
     env = dict(os.environ)
-    env['OMP_NUM_THREADS'] = str(threads or max(1, (os.cpu_count() or 1) // nproc))   # N processes with all the cores each fight over them
+    # N processes with all the cores each fight over them
+    env['OMP_NUM_THREADS'] = str(threads or max(1, (os.cpu_count() or 1) // nproc))
     with tempfile.TemporaryDirectory(prefix='mess_fast_launch_') as d:
         spec, res = Path(d)/'spec.pt', Path(d)/'result.pt'
         torch.save(dict(target=target, args=tuple(args), kwargs=dict(kwargs or {}), result=str(res)), spec)
@@ -161,11 +181,14 @@ def distrib_launch(target:str,            # 'package.module:function' or 'path/t
         others = sorted(Path(d).glob(res.name + '.rank*'), key=lambda f: int(f.name.rpartition('rank')[2]))
         other = torch.load(others[0], weights_only=False) if others else None
     if r is not None and not r['ok']: raise r['error']          # rank 0's own exception
-    if r is None and other is not None: raise other['error']   # rank 0 was stopped when another rank failed first: that rank's exception
+    # rank 0 was stopped when another rank failed first: that rank's exception
+    if r is None and other is not None: raise other['error']
     if p.returncode != 0 or r is None:
         if quiet: sys.stderr.write(relay.tail())
-        raise RuntimeError(f"distributed run of {target} on {nproc} processes failed: accelerate launch exited with code "
-                           f"{p.returncode}" + ("" if r is not None else " and rank 0 returned nothing") + " (see the processes' output)")
+        raise RuntimeError(f"distributed run of {target} on {nproc} processes failed: accelerate launch "
+                           f"exited with code "
+                           f"{p.returncode}" + ("" if r is not None else " and rank 0 returned nothing")
+                               + " (see the processes' output)")
     return r['value']
 
 def _save_result(r:dict, dest:str):
@@ -185,7 +208,8 @@ def _run_worker(spec_file):
     try: r = dict(ok=True, value=_resolve(spec['target'])(*spec['args'], **spec['kwargs']))
     except Exception as e:
         _save_result(dict(ok=False, error=e), spec['result'])
-        if rank_distrib():   # this exit makes the launcher stop every process: give rank 0 a moment to write its own result
+        # this exit makes the launcher stop every process: give rank 0 a moment to write its own result
+        if rank_distrib():
             t0 = time.monotonic()
             while not Path(spec['result']).exists() and time.monotonic() - t0 < 10: time.sleep(0.1)
         raise
@@ -195,7 +219,8 @@ def _run_worker(spec_file):
 # %% ../nbs/03b_distributed.ipynb #e4064f37
 def _fit_mess_worker(learner_file:str, fit_kwargs:dict, seed:int|None=None):
     "In each process: load the pickled learner, `fit_mess` under DDP; rank 0 returns what the caller needs"
-    if seed is not None: set_seed(seed + rank_distrib(), reproducible=True)   # each process its own augmentations, repeatably
+    # each process its own augmentations, repeatably
+    if seed is not None: set_seed(seed + rank_distrib(), reproducible=True)
     learn = torch.load(learner_file, map_location='cpu', weights_only=False)
     with learn.distrib_ctx():
         learn.dls.to(default_device())   # this process's device (its own GPU under `--multi_gpu`)
@@ -213,16 +238,21 @@ def fit_mess_distrib(self:MESSLearner,
                      threads:int|None=None,        # Torch threads per process (see `distrib_launch`)
                      launch_args=(),               # More `accelerate launch` options
                      quiet:bool=False,             # Keep the processes' output back (see `distrib_launch`)
-                     seed:int|None=None,           # Seed of each launched process's generators (plus its rank), for repeatable runs; unused with nproc=1
-                     **kwargs):                    # `fit_mess`'s arguments (epochs, learning rates, grid, positions, ...), passed on in every process
+                     # Seed of each launched process's generators (plus its rank), for repeatable runs; unused with
+                     # nproc=1
+                     seed:int|None=None,
+                     # `fit_mess`'s arguments (epochs, learning rates, grid, positions, ...), passed on in every process
+                     **kwargs):
     "`fit_mess` on `nproc` DDP processes of this machine; the learner here ends trained, as after `fit_mess`"
     fit = dict(kwargs)
     if nproc == 1: return self.fit_mess(**fit)
-    if self.stage != 1: raise RuntimeError("fit_mess_distrib must start from stage 1 (a learner from mess_learner, before to_stage2)")
+    if self.stage != 1:
+        raise RuntimeError("fit_mess_distrib must start from stage 1 (a learner from mess_learner, before to_stage2)")
     with tempfile.TemporaryDirectory(prefix='mess_fast_fit_') as d:
         f = Path(d)/'learner.pt'
         torch.save(self, f)
-        r = distrib_launch('mess_fast.distributed:_fit_mess_worker', nproc, (str(f), fit, seed), timeout=timeout, threads=threads,
+        r = distrib_launch('mess_fast.distributed:_fit_mess_worker', nproc, (str(f), fit, seed), timeout=timeout,
+                           threads=threads,
                            launch_args=launch_args, quiet=quiet)
     st2 = {k: fit[k] for k in ('grid', 'positions', 'distill', 'T') if k in fit}
     self.to_stage2(**st2)   # the same heads as in the processes, then their trained weights
@@ -233,4 +263,5 @@ def fit_mess_distrib(self:MESSLearner,
 
 # %% ../nbs/03b_distributed.ipynb #0ebe2dd7
 from fastcore.imports import in_notebook
-if __name__ == '__main__' and not in_notebook(): _run_worker(sys.argv[1])   # a notebook kernel is '__main__' too: nothing runs there
+# a notebook kernel is '__main__' too: nothing runs there
+if __name__ == '__main__' and not in_notebook(): _run_worker(sys.argv[1])

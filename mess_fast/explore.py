@@ -31,7 +31,8 @@ class RecheckingChannel(AsyncZMQSocketChannel):
             if deadline is not None and time.monotonic() >= deadline: raise Empty
 
 class RecheckingKernelClient(AsyncKernelClient):
-    "jupyter_client's async kernel client with `RecheckingChannel`s: what voila's notebook client talks to the kernel with"
+    ("jupyter_client's async kernel client with `RecheckingChannel`s: what voila's notebook client talks to "
+     "the kernel with")
     shell_channel_class = Type(RecheckingChannel)
     iopub_channel_class = Type(RecheckingChannel)
     stdin_channel_class = Type(RecheckingChannel)
@@ -44,9 +45,10 @@ _TEMPLATE_FILES = {
     'index.html.j2': """{#- voila's lab template minus the Font Awesome CDN <link>s: a page that loads offline -#}
 {%- extends 'voila/templates/lab/index.html.j2' -%}
 {%- block notebook_css -%}
+{%- set fa = 'https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@^5/css/' -%}
 {{ super()
-   | replace('<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@^5/css/all.min.css" type="text/css" />', '')
-   | replace('<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@^5/css/v4-shims.min.css" type="text/css" />', '') }}
+   | replace('<link rel="stylesheet" href="' ~ fa ~ 'all.min.css" type="text/css" />', '')
+   | replace('<link rel="stylesheet" href="' ~ fa ~ 'v4-shims.min.css" type="text/css" />', '') }}
 {%- endblock notebook_css -%}
 """}
 
@@ -64,32 +66,45 @@ def _cell(kind:str, text:str)->dict:
     c = dict(cell_type=kind, metadata={}, source=text.splitlines(keepends=True))
     return c | (dict(execution_count=None, outputs=[]) if kind == 'code' else {})
 
-def explorer_notebook(search_dir,      # A `mess_fast search` folder (search.json, cache.pt; strip.npz if any) or a run folder (its latest search)
-                      title:str|None=None, # The page's title (default: from the folder names)
-                     )->Path:
-    "Write `explorer.ipynb` into the search folder: the `ExitExplorer` of its search, with three lines on what to do; returns its path"
+def explorer_notebook(
+    # A `mess_fast search` folder (search.json, cache.pt; strip.npz if any) or a run folder (its latest search)
+    search_dir,
+    title:str|None=None, # The page's title (default: from the folder names)
+)->Path:
+    ("Write `explorer.ipynb` into the search folder: the `ExitExplorer` of its search, with three lines on what to do; "
+     "returns its path")
     d = Path(search_dir)
-    if d.is_file(): raise NotADirectoryError(f"{d} is a file; expected a `mess_fast search` folder or a `mess_fast train` run folder")
-    if not d.is_dir(): raise FileNotFoundError(f"{d}: no such folder; expected a `mess_fast search` folder or a `mess_fast train` run folder")
+    if d.is_file():
+        raise NotADirectoryError(f"{d} is a file; expected a `mess_fast search` folder or a `mess_fast "
+                                 f"train` run folder")
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: no such folder; expected a `mess_fast search` folder or a `mess_fast "
+                                f"train` run folder")
     if not (d/'search.json').is_file():
         found = sorted(d.glob('search*/search.json'), key=lambda f: f.stat().st_mtime)
-        if not found: raise FileNotFoundError(f"{d}: no search.json here or in a search folder; run `mess_fast search` on the run first")
+        if not found:
+            raise FileNotFoundError(f"{d}: no search.json here or in a search folder; run `mess_fast search` on "
+                                    f"the run first")
         d = found[-1].parent
-    if not (d/'cache.pt').is_file(): raise FileNotFoundError(f"{d}: no cache.pt beside search.json; run `mess_fast search` again to write it")
+    if not (d/'cache.pt').is_file():
+        raise FileNotFoundError(f"{d}: no cache.pt beside search.json; run `mess_fast search` again to write it")
     run = d.parent
     title = title or f"Exit explorer: {run.name}/{d.name}"
     net = "MESSNet.load('../model.pth')" if (run/'model.pth').is_file() else 'None'
     strip = "load_strip('strip.npz')" if (d/'strip.npz').is_file() else 'None'
     md = (f"# {title}\n\n"
-          "Move the sliders and drop-downs to choose exits and thresholds: every readout is the search's exact number on its calibration frames.\n"
-          "Press a target button to snap to one of the search's picks (the certified one is marked), or type thresholds in the boxes.\n"
+          "Move the sliders and drop-downs to choose exits and thresholds: every readout is the search's exact number "
+          "on its calibration frames.\n"
+          "Press a target button to snap to one of the search's picks (the certified one is marked), or type "
+          "thresholds in the boxes.\n"
           "**Deploy** writes the configuration shown as a checkpoint for `mess_fast predict`, beside this page.")
     code = ("from mess_fast.model import MESSNet\n"
             "from mess_fast.cache import ExitCache\n"
             "from mess_fast.search import SearchResult\n"
             "from mess_fast.widgets import ExitExplorer, load_strip\n"
             f"ExitExplorer(SearchResult.load('search.json', ExitCache.load('cache.pt')), {net}, {strip})")
-    nb = dict(cells=[_cell('markdown', md), _cell('code', code)], metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+    nb = dict(cells=[_cell('markdown', md), _cell('code', code)], metadata=dict(kernelspec=dict(name='python3',
+            display_name='Python 3', language='python')),
               nbformat=4, nbformat_minor=5)
     for i, c in enumerate(nb['cells']): c['id'] = f"mess-explorer-{i}"
     p = d/EXPLORER_NB
@@ -105,12 +120,15 @@ def voila_command(notebook,              # The notebook to serve
                  )->tuple:
     "`(argv, env)` that serve `notebook` with voila: offline template, `RecheckingKernelClient`, this Python"
     env = dict(os.environ)
-    if template_dir is not None: env['JUPYTER_PATH'] = os.pathsep.join([str(template_dir)] + [p for p in [env.get('JUPYTER_PATH')] if p])
-    argv = [sys.executable, '-m', 'voila', str(notebook), f'--port={port}', f'--Voila.ip={ip}', '--Voila.port_retries=0',
+    if template_dir is not None:
+        env['JUPYTER_PATH'] = os.pathsep.join([str(template_dir)] + [p for p in [env.get('JUPYTER_PATH')] if p])
+    argv = [sys.executable, '-m', 'voila', str(notebook), f'--port={port}', f'--Voila.ip={ip}',
+            '--Voila.port_retries=0',
             f'--template={TEMPLATE}' if template_dir is not None else '--template=lab',
             '--KernelManager.client_class=mess_fast.explore.RecheckingKernelClient',
             '--VoilaConfiguration.extension_denylist=jupyterlab-jupytext',
-            # the page shuts its kernel down when it is left, with a beacon that carries no XSRF cookie voila ever set: let it
+            # the page shuts its kernel down when it is left, with a beacon that carries no XSRF cookie voila ever set:
+            # let it
             # through (voila refuses execute requests from pages anyway), and cull what is left idle and unconnected
             '--Voila.tornado_settings', 'disable_check_xsrf=True',
             '--MappingKernelManager.cull_idle_timeout=300', '--MappingKernelManager.cull_interval=60']
@@ -126,7 +144,9 @@ def serve(path,                   # A notebook, a `mess_fast search` folder or a
          )->int:
     "Serve the explorer of a search (or any notebook) with voila until interrupted; returns voila's exit code"
     try: import voila as _  # noqa: F401
-    except ImportError: raise ImportError("the explorer page needs voila: pip install 'mess_fast[widgets]' (or pip install voila)") from None
+    except ImportError:
+        raise ImportError("the explorer page needs voila: "
+                          "pip install 'mess_fast[widgets]' (or pip install voila)") from None
     p = Path(path)
     if p.suffix == '.ipynb': nb = p
     else: nb = explorer_notebook(p); log(f"wrote {nb}")

@@ -31,11 +31,13 @@ __all__ = ['INT8', 'INT8_TOLERANCE', 'carried', 'produced', 'ExitPart', 'LastPar
 
 # %% ../nbs/07a_export.ipynb #cd0ab958
 def carried(net:MESSNet, start:int)->list:
-    "Positions of the earlier features the final head reads that a graph starting at segment `start` is given besides its input (-1: the image)"
+    ("Positions of the earlier features the final head reads that a graph starting at segment `start` is given besides "
+     "its input (-1: the image)")
     return [p for p in (net.final_taps or []) if p < start - 1] if start > 0 else []
 
 def produced(net:MESSNet, start:int, end:int)->list:
-    "Positions of the features the final head reads that segments `start..end` produce (-1: the input image, kept by the first segment)"
+    ("Positions of the features the final head reads that segments `start..end` produce (-1: the input image, kept by "
+     "the first segment)")
     return [p for p in (net.final_taps or []) if start <= p <= end or (p < 0 and start == 0)]
 
 def _seg_input(net, start, x, taps):
@@ -50,12 +52,15 @@ def _seg_output(f, taps_out)->tuple:
 
 # %% ../nbs/07a_export.ipynb #06a217f4
 class ExitPart(nn.Module):
-    "Segments `start..end`, exit `key`'s native logits and its policy's counts: an early exit's graph (carrying the final head's taps)"
+    ("Segments `start..end`, exit `key`'s native logits and its policy's counts: an early exit's graph (carrying the "
+     "final head's taps)")
     def __init__(self, net:MESSNet, start:int, end:int, key:str, policy:ExitPolicy):
         super().__init__()
         if policy.at != 'native':
-            raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got at={policy.at!r}")
-        self.net, self.start, self.end, self.key, self.policy, self.stride = net, start, end, key, policy, net.exit_stride(key)
+            raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got "
+                             f"at={policy.at!r}")
+        self.net, self.start, self.end, self.key, self.policy = net, start, end, key, policy
+        self.stride = net.exit_stride(key)
         self.taps_out = produced(net, start, end)     # the taps made here; those made earlier stay with the runner
     def forward(self, x, th_pix):
         f = self.net.run_segments(x, self.start, self.end)
@@ -94,11 +99,13 @@ class HeadPart(nn.Module):
     def forward(self, features): return self.net.exit_logits(self.key, features)
 
 class PolicyCounts(nn.Module):
-    "The policy's pixel counts of any exit's native logits at each threshold of a grid: `(confident (B, T), counted (B,))`"
+    ("The policy's pixel counts of any exit's native logits at each threshold of a grid: `(confident (B, T), "
+     "counted (B,))`")
     def __init__(self, policy:ExitPolicy):
         super().__init__()
         if policy.at != 'native':
-            raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got at={policy.at!r}")
+            raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got "
+                             f"at={policy.at!r}")
         self.policy = policy
     def forward(self, logits, th_pix): return self.policy.counts(logits, th_pix.reshape(-1), 1, exportable=True)
 
@@ -119,7 +126,8 @@ def onnx_export(model:nn.Module,  # The wrapper to export (its modules are put i
         model.eval()
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter('ignore')
-            torch.onnx.export(model, tuple(args), str(path), input_names=list(input_names), output_names=list(output_names),
+            torch.onnx.export(model, tuple(args), str(path), input_names=list(input_names),
+                              output_names=list(output_names),
                               dynamic_axes=dyn, opset_version=opset, do_constant_folding=True, dynamo=False)
     finally:
         for m, t in modes.items(): m.training = t
@@ -128,10 +136,12 @@ def onnx_export(model:nn.Module,  # The wrapper to export (its modules are put i
 # %% ../nbs/07a_export.ipynb #34aebdae
 INT8 = dict(format='QDQ', activations='uint8', weights='int8, per output channel', calibration='MinMax')
 INT8_TOLERANCE = dict(rel_error=0.1, labels=0.9)   # int8 outputs vs their float32 twin on the calibration frames
-_PASS_BACK = ('Add', 'Sub', 'Mul', 'Div', 'Identity', 'Cast', 'Relu')   # ops the classifier's output may pass through to become the logits
+# ops the classifier's output may pass through to become the logits
+_PASS_BACK = ('Add', 'Sub', 'Mul', 'Div', 'Identity', 'Cast', 'Relu')
 
 def float_nodes(model)->list:
-    "Names of the nodes of an exported graph that stay float32: the classifier making the exit's logits and everything computed from the logits"
+    ("Names of the nodes of an exported graph that stay float32: the classifier making the exit's logits and "
+     "everything computed from the logits")
     g = model.graph
     prod = {o: n for n in g.node for o in n.output}
     outs = [o.name for o in g.output]
@@ -170,9 +180,11 @@ def quantize_graph(src,                 # The float32 graph (an .onnx file)
                    feeds:list,          # Calibration inputs: a list of {input name: array}
                    per_channel:bool=True, # One scale per output channel of each weight
                   )->list:
-    "Static int8 quantization of `src` (QDQ; uint8 activations, int8 weights) calibrated on `feeds`; returns the nodes kept float32 (`float_nodes`)"
+    ("Static int8 quantization of `src` (QDQ; uint8 activations, int8 weights) calibrated on `feeds`; returns the "
+     "nodes kept float32 (`float_nodes`)")
     import onnx
-    from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType, CalibrationMethod
+    from onnxruntime.quantization import (quantize_static, CalibrationDataReader, QuantFormat, QuantType,
+                                          CalibrationMethod)
     class Feeds(CalibrationDataReader):
         def __init__(self): self.it = iter(feeds)
         def get_next(self): return next(self.it, None)
@@ -188,15 +200,20 @@ def quantize_graph(src,                 # The float32 graph (an .onnx file)
     return keep
 
 # %% ../nbs/07a_export.ipynb #7e62379e
-def calibration_batch(calib,        # Image files or folders, images (PIL, uint8 arrays), or a normalised batch (B, 3, H, W)
-                      inp:dict,     # Input settings (size, mean, std), as `_input_settings` returns them
-                     )->torch.Tensor:
+def calibration_batch(
+    calib,        # Image files or folders, images (PIL, uint8 arrays), or a normalised batch (B, 3, H, W)
+    inp:dict,     # Input settings (size, mean, std), as `_input_settings` returns them
+)->torch.Tensor:
     "The calibration frames as a normalised float32 batch at the deployment's input size"
-    if calib is None: raise ValueError("int8 quantization needs calibration frames: calib=<image files or folders, or a normalised batch (B, 3, H, W)>")
+    if calib is None:
+        raise ValueError("int8 quantization needs calibration frames: calib=<image files or folders, or a normalised "
+                         "batch (B, 3, H, W)>")
     if isinstance(calib, (np.ndarray, torch.Tensor)) and calib.dtype != np.uint8 and calib.ndim == 4:
-        x = torch.as_tensor(np.asarray(calib) if isinstance(calib, np.ndarray) else calib.as_subclass(torch.Tensor).cpu(), dtype=torch.float32)
+        x = torch.as_tensor(np.asarray(calib) if isinstance(calib, np.ndarray)
+                            else calib.as_subclass(torch.Tensor).cpu(), dtype=torch.float32)
         if tuple(x.shape[1:]) != (3, *inp['size']):
-            raise ValueError(f"calib: expected a normalised batch of shape (B, 3, {inp['size'][0]}, {inp['size'][1]}), got {tuple(x.shape)}")
+            raise ValueError(f"calib: expected a normalised batch of shape (B, 3, {inp['size'][0]}, {inp['size'][1]}), "
+                             f"got {tuple(x.shape)}")
         return x
     items = calib if isinstance(calib, (list, tuple)) else [calib]
     if all(isinstance(o, (str, Path)) for o in items): items = image_files(items)
@@ -208,7 +225,8 @@ def _predictor(p)->EarlyExitPredictor:
     if isinstance(p, EarlyExitPredictor): return p
     if isinstance(p, MESSNet): return EarlyExitPredictor(p)
     if isinstance(p, (str, Path)): return EarlyExitPredictor.load(p)
-    raise TypeError(f"Expected an EarlyExitPredictor, a MESSNet or the path of a deployed checkpoint (EarlyExitPredictor.save), got {type(p).__name__}")
+    raise TypeError(f"Expected an EarlyExitPredictor, a MESSNet or the path of a deployed checkpoint "
+                    f"(EarlyExitPredictor.save), got {type(p).__name__}")
 
 def _input_settings(net, given)->dict:
     inp = dict((getattr(net, 'meta', None) or {}).get('input') or {}) | dict(given or {})
@@ -217,7 +235,8 @@ def _input_settings(net, given)->dict:
         raise ValueError(f"The network has no input settings {miss} (net.meta['input'], written by mess_learner): "
                          "pass input=dict(size=(H, W), mean=..., std=..., codes=[...], void=None)")
     size = [int(s) for s in inp['size']]
-    if len(size) != 2 or min(size) < 8: raise ValueError(f"input size must be (height, width) with both >= 8, got {inp['size']!r}")
+    if len(size) != 2 or min(size) < 8:
+        raise ValueError(f"input size must be (height, width) with both >= 8, got {inp['size']!r}")
     if len(inp['codes']) != net.n_classes:
         raise ValueError(f"{len(inp['codes'])} class names for a network with {net.n_classes} classes")
     return dict(size=size, mean=[float(v) for v in inp['mean']], std=[float(v) for v in inp['std']],
@@ -238,13 +257,18 @@ def _verify(sess_path, args, ref, names):
     feed = {i.name: a.numpy() for i, a in zip(s.get_inputs(), args)}
     for n, o, r in zip(names, s.run(None, feed), ref):
         r = r.numpy()
-        if o.shape != r.shape: raise RuntimeError(f"{sess_path.name}: output {n} has shape {o.shape} in ONNX Runtime, {r.shape} in torch")
+        if o.shape != r.shape:
+            raise RuntimeError(f"{sess_path.name}: output {n} has shape {o.shape} in ONNX Runtime, {r.shape} in torch")
         if _is_float_output(n):
             tol = 1e-4 * max(1., float(np.abs(r).max()))
-            if not np.allclose(o, r, rtol=1e-3, atol=tol): raise RuntimeError(f"{sess_path.name}: output {n} differs from torch by up to {np.abs(o - r).max():.3g}")
+            if not np.allclose(o, r, rtol=1e-3, atol=tol):
+                raise RuntimeError(f"{sess_path.name}: output {n} differs from torch by up to "
+                                   f"{np.abs(o - r).max():.3g}")
         elif n == 'labels':
-            if (o != r).mean() > 1e-3: raise RuntimeError(f"{sess_path.name}: {(o != r).mean():.2%} of the labels differ from torch")
-        elif np.abs(o - r).max() > max(1, r.max() // 100): raise RuntimeError(f"{sess_path.name}: output {n} is {o.tolist()} in ONNX Runtime, {r.tolist()} in torch")
+            if (o != r).mean() > 1e-3:
+                raise RuntimeError(f"{sess_path.name}: {(o != r).mean():.2%} of the labels differ from torch")
+        elif np.abs(o - r).max() > max(1, r.max() // 100):
+            raise RuntimeError(f"{sess_path.name}: output {n} is {o.tolist()} in ONNX Runtime, {r.tolist()} in torch")
 
 # %% ../nbs/07a_export.ipynb #36455026
 def _spec(file, module, inputs, outputs, role, **kw)->dict:
@@ -259,7 +283,8 @@ def _per_exit(plan):
 def _taps(ps): return [tap_name(p) for p in ps]
 
 def _fused_plan(net, pol, early, last, size, x)->list:
-    "The parts of a deployment, each one graph: segments + exit head + its counts, then segments + the last exit's labels"
+    ("The parts of a deployment, each one graph: segments + exit head + its counts, then segments + the last "
+     "exit's labels")
     parts = []
     for i, (start, end, k) in enumerate(_per_exit(ExitWalk(net, x, early + [last]).plan())):
         fn, st = f"part{i}.onnx", dict(key=k, pos=end, stride=net.exit_stride(k))
@@ -270,11 +295,13 @@ def _fused_plan(net, pol, early, last, size, x)->list:
                                    main=_spec(fn, m, PART_INPUTS, PART_OUTPUTS + _taps(m.taps_out), 'part')))
         else:
             m = LastPart(net, start, end, last, size)
-            parts.append(st | dict(kind='last', steps=[], main=_spec(fn, m, LAST_INPUTS + _taps(m.taps_in), LAST_OUTPUTS, 'last')))
+            parts.append(st | dict(kind='last', steps=[], main=_spec(fn, m, LAST_INPUTS + _taps(m.taps_in),
+                                                                     LAST_OUTPUTS, 'last')))
     return parts
 
 def _staged_plan(net, pol, size, x)->list:
-    "Every head of `net` as its own parts: the backbone between consecutive exits (steps), each head's logits, the final head's labels"
+    ("Every head of `net` as its own parts: the backbone between consecutive exits (steps), each head's logits, the "
+     "final head's labels")
     parts = []
     for start, end, k in _per_exit(ExitWalk(net, x, list(net.heads) + [FINAL]).plan()):
         steps = []
@@ -285,24 +312,28 @@ def _staged_plan(net, pol, size, x)->list:
         st = dict(key=k, pos=end, stride=net.exit_stride(k), steps=steps)
         if k == FINAL:
             m = LastPart(net, end + 1, end, FINAL, size)
-            parts.append(st | dict(kind='last', main=_spec('final.onnx', m, LAST_INPUTS + _taps(m.taps_in), LAST_OUTPUTS, 'last')))
+            parts.append(st | dict(kind='last', main=_spec('final.onnx', m, LAST_INPUTS + _taps(m.taps_in),
+                                                           LAST_OUTPUTS, 'last')))
         else:
             pos, cfg = parse_exit_key(k)
             th_pix, th_img = pol.thresholds(k)
             parts.append(st | dict(kind='exit', th_pix=th_pix, th_img=th_img,
-                                   main=_spec(f"head{pos}_{cfg.name}.onnx", HeadPart(net, k), HEAD_INPUTS, HEAD_OUTPUTS, 'head')))
+                                   main=_spec(f"head{pos}_{cfg.name}.onnx", HeadPart(net, k), HEAD_INPUTS, HEAD_OUTPUTS,
+                                              'head')))
     return parts
 
 @torch.no_grad()
 def _walk(parts:list, extra:list, x:torch.Tensor, th_grid=None)->dict:
-    "Run the chain's torch modules on batch `x` as ONNX Runtime will run the graphs: {file: [(inputs, outputs) of each run]}"
+    ("Run the chain's torch modules on batch `x` as ONNX Runtime will run the graphs: {file: [(inputs, outputs) "
+     "of each run]}")
     runs, by_role = {}, {g['role']: g for g in extra}
     def run(g, st, **kw):
         args = tuple(kw[n] if n in kw else st['x' if n == 'features' else n] for n in g['inputs'])
         out = g['module'](*args); out = out if isinstance(out, tuple) else (out,)
         runs.setdefault(g['file'], []).append((args, out))
         o = dict(zip(g['outputs'], out))
-        return st | {('x' if n == 'features' else n): v for n, v in o.items() if n == 'features' or n.startswith('tap')}, o
+        return st | {('x' if n == 'features' else n): v for n, v in o.items() if n == 'features'
+                     or n.startswith('tap')}, o
     st = {'x': x}
     for p in parts:
         for g in p['steps']: st = run(g, st)[0]
@@ -319,7 +350,8 @@ def _walk(parts:list, extra:list, x:torch.Tensor, th_grid=None)->dict:
 def _rel_error(o, r)->float: return float(np.linalg.norm((o - r).ravel()) / max(np.linalg.norm(r.ravel()), 1e-12))
 
 def _quantize_all(tmp:Path, graphs:list, runs:dict, parts:list, pol:ExitPolicy, chunk:int=8)->dict:
-    "Quantize every network graph in `tmp` (in place) on its calibration inputs `runs`; check each against its float32 twin; returns per-graph numbers"
+    ("Quantize every network graph in `tmp` (in place) on its calibration inputs `runs`; check each against its "
+     "float32 twin; returns per-graph numbers")
     report = {}
     for g in graphs:
         if g['role'] not in ('part', 'last', 'step', 'head'): continue
@@ -344,40 +376,57 @@ def _quantize_all(tmp:Path, graphs:list, runs:dict, parts:list, pol:ExitPolicy, 
         if agree: rep['labels_agree'] = round(float(np.mean(agree)), 5)
         report[fn] = rep
         bad = [n for n, v in errs.items() if v > INT8_TOLERANCE['rel_error']]
-        if bad: raise RuntimeError(f"{fn}: int8 outputs {bad} differ from float32 by a relative error of {max(errs[n] for n in bad):.3f} "
+        if bad:
+            raise RuntimeError(f"{fn}: int8 outputs {bad} differ from float32 by a relative error of "
+                               f"{max(errs[n] for n in bad):.3f} "
                                    f"(> {INT8_TOLERANCE['rel_error']}) on the calibration frames")
         if agree and np.mean(agree) < INT8_TOLERANCE['labels']:
-            raise RuntimeError(f"{fn}: only {np.mean(agree):.1%} of the int8 labels equal the float32 ones on the calibration frames "
+            raise RuntimeError(f"{fn}: only {np.mean(agree):.1%} of the int8 labels equal the float32 ones on the "
+                               f"calibration frames "
                                f"(< {INT8_TOLERANCE['labels']:.0%})")
-        if not counts_ok: raise RuntimeError(f"{fn}: the policy's counts in the int8 graph differ from ExitPolicy's on its own logits")
+        if not counts_ok:
+            raise RuntimeError(f"{fn}: the policy's counts in the int8 graph differ from ExitPolicy's "
+                               "on its own logits")
     return report
 
 # %% ../nbs/07a_export.ipynb #47f4b8b8
 def _entry(p:dict, staged:bool)->dict:
     "A part of the plan as the manifest lists it"
-    e = {k: v for k, v in p.items() if k not in ('steps', 'main')} | {k: p['main'][k] for k in ('file', 'inputs', 'outputs')}
+    e = {k: v for k, v in p.items() if k not in ('steps', 'main')} | {k: p['main'][k] for k in ('file', 'inputs',
+            'outputs')}
     if staged: e['steps'] = [{k: g[k] for k in ('file', 'inputs', 'outputs', 'start', 'end')} for g in p['steps']]
     return e
 
 def _costs(net, size)->dict:
     "GFLOPs of the segments (cumulative) and of every exit, for a cache built from the graphs"
     ct = net.cost_table(tuple(size)).set_index('key')
-    return dict(n_candidates=len(net.candidates), seg_cum_gflops=[float(ct.loc[f'segment{i}', 'cum_gflops']) for i in range(len(net.segments))],
+    return dict(n_candidates=len(net.candidates), seg_cum_gflops=[float(ct.loc[f'segment{i}', 'cum_gflops'])
+                                                                  for i in range(len(net.segments))],
                 head_gflops={k: float(ct.loc[k, 'gflops']) for k in net.exit_keys})
 
-def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its checkpoint (`EarlyExitPredictor.save`), or a `MESSNet` (all its heads)
-                dir,                   # New or empty folder to write the graphs and manifest.json into
-                input:dict|None=None,  # Input settings (size, mean, std, codes, void) replacing those in `net.meta['input']`
-                opset:int=17,          # ONNX opset
-                verify:bool=True,      # Run every graph with ONNX Runtime on an example batch and compare with torch (int8: with its float32 twin)
-                batch:int=2,           # Batch size of the example inputs
-                all_exits:bool=False,  # Every head of the network, staged (steps, heads, one policy graph), for a cache built from ONNX Runtime
-                quantize:str|None=None, # 'int8': static int8 quantization of the network's graphs, calibrated on `calib`; None: float32
-                calib=None,            # Calibration frames for `quantize`: image files or folders, images, or a normalised batch (B, 3, H, W)
-               )->Path:
+def export_onnx(
+    # A deployed `EarlyExitPredictor`, its checkpoint (`EarlyExitPredictor.save`), or a `MESSNet` (all its heads)
+    pred_or_checkpoint,
+    dir,                   # New or empty folder to write the graphs and manifest.json into
+    # Input settings (size, mean, std, codes, void) replacing those in `net.meta['input']`
+    input:dict|None=None,
+    opset:int=17,          # ONNX opset
+    # Run every graph with ONNX Runtime on an example batch and compare with torch (int8: with its float32
+    # twin)
+    verify:bool=True,
+    batch:int=2,           # Batch size of the example inputs
+    # Every head of the network, staged (steps, heads, one policy graph), for a cache built from ONNX
+    # Runtime
+    all_exits:bool=False,
+    # 'int8': static int8 quantization of the network's graphs, calibrated on `calib`; None: float32
+    quantize:str|None=None,
+    # Calibration frames for `quantize`: image files or folders, images, or a normalised batch (B, 3, H, W)
+    calib=None,
+)->Path:
     "Export a deployed predictor as staged ONNX graphs with a manifest; refuses a non-empty folder. Returns the folder"
     try: import onnx
-    except ImportError as e: raise ImportError("ONNX export needs the onnx package: pip install 'mess_fast[onnx]'") from e
+    except ImportError as e:
+        raise ImportError("ONNX export needs the onnx package: pip install 'mess_fast[onnx]'") from e
     if quantize not in (None, 'int8'): raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     pred = _predictor(pred_or_checkpoint)
     net, pol = pred.net, pred.policy
@@ -385,34 +434,47 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its ch
     out = Path(dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty: export_onnx writes into a new or empty folder")
-    if pol.at != 'native': raise ValueError(f"Only policies that run on the native logits can be exported (at='native'), got at={pol.at!r}")
-    if all_exits and FINAL not in net.exit_keys: raise ValueError("all_exits=True needs a network with its final exit (this one was cut short with depth)")
+    if pol.at != 'native':
+        raise ValueError("Only policies that run on the native logits can be exported (at='native'), "
+                         f"got at={pol.at!r}")
+    if all_exits and FINAL not in net.exit_keys:
+        raise ValueError("all_exits=True needs a network with its final exit (this one was cut short with depth)")
     xc = calibration_batch(calib, inp) if quantize else None      # read and checked before anything is written
     tmp = out.with_name(f".{out.name}.partial")
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     dev = next(net.parameters()).device
-    modes = {m: m.training for m in net.modules()}      # exported (and run for reference) in evaluation mode; the caller's modes come back
+    # exported (and run for reference) in evaluation mode; the caller's modes come back
+    modes = {m: m.training for m in net.modules()}
     net.eval()
     try:
-        with torch.no_grad(): x = torch.randn(batch, 3, *inp['size'], generator=torch.Generator().manual_seed(0)).to(dev)
+        with torch.no_grad():
+            x = torch.randn(batch, 3, *inp['size'], generator=torch.Generator().manual_seed(0)).to(dev)
         budget = None if all_exits else pred.budget
         if all_exits: parts = _staged_plan(net, pol, inp['size'], x)
-        else: parts = _fused_plan(net, pol, [] if budget is not None else pred.exits[:-1], budget if budget is not None else FINAL, inp['size'], x)
+        else:
+            parts = _fused_plan(net, pol, [] if budget is not None else pred.exits[:-1], budget if budget is not None
+                                else FINAL, inp['size'], x)
         early = any(p['kind'] == 'exit' for p in parts)
         extra = []
         if all_exits and early:
             extra.append(_spec('policy.onnx', PolicyCounts(pol), POLICY_INPUTS, POLICY_OUTPUTS, 'policy',
-                               axes=dict(logits={2: 'height', 3: 'width'}, th_pix={0: 'thresholds'}, confident={1: 'thresholds'})))
-        if early: extra.append(_spec('finish.onnx', Finish(inp['size']), FINISH_INPUTS, FINISH_OUTPUTS, 'finish', axes={'logits': {2: 'height', 3: 'width'}}))
+                               axes=dict(logits={2: 'height', 3: 'width'}, th_pix={0: 'thresholds'},
+                                         confident={1: 'thresholds'})))
+        if early:
+            extra.append(_spec('finish.onnx', Finish(inp['size']), FINISH_INPUTS, FINISH_OUTPUTS, 'finish',
+                               axes={'logits': {2: 'height', 3: 'width'}}))
         graphs = [g for p in parts for g in p['steps'] + [p['main']]] + extra
         runs = _walk(parts, extra, x, th_grid=(0.1, 0.5, 0.9))
         for g in graphs:
-            onnx_export(g['module'], runs[g['file']][0][0], tmp/g['file'], g['inputs'], g['outputs'], opset, g.get('axes'))
+            onnx_export(g['module'], runs[g['file']][0][0], tmp/g['file'], g['inputs'], g['outputs'], opset,
+                        g.get('axes'))
             if (got := [i.name for i in onnx.load(str(tmp/g['file'])).graph.input]) != g['inputs']:
-                raise RuntimeError(f"{g['file']}: the exported graph takes {got}, not {g['inputs']} (an input it does not use?)")
+                raise RuntimeError(f"{g['file']}: the exported graph takes {got}, not {g['inputs']} (an input it "
+                                   f"does not use?)")
             if verify:
-                for args, ref in runs[g['file']]: _verify(tmp/g['file'], [a.cpu() for a in args], [r.cpu() for r in ref], g['outputs'])
+                for args, ref in runs[g['file']]:
+                    _verify(tmp/g['file'], [a.cpu() for a in args], [r.cpu() for r in ref], g['outputs'])
         qrep = None
         if quantize:
             cal = {}
@@ -422,16 +484,21 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its ch
         files = [g['file'] for g in graphs]
         for fn in files: onnx.checker.check_model(str(tmp/fn), full_check=True)
         entries = [_entry(p, all_exits) for p in parts]
-        plain = not all_exits and all(e['inputs'][:len(PART_INPUTS)] == e['inputs'] or e['inputs'] == LAST_INPUTS for e in entries) \
+        plain = not all_exits and all(e['inputs'][:len(PART_INPUTS)] == e['inputs'] or e['inputs'] == LAST_INPUTS
+                                      for e in entries) \
                 and all(e['outputs'] in (PART_OUTPUTS, LAST_OUTPUTS) for e in entries)
-        man = dict(format=MANIFEST_FORMATS[0] if plain else MANIFEST_FORMATS[-1], mess_fast=mess_fast.__version__, torch=torch.__version__, opset=opset,
+        man = dict(format=MANIFEST_FORMATS[0] if plain else MANIFEST_FORMATS[-1], mess_fast=mess_fast.__version__,
+                   torch=torch.__version__, opset=opset,
                    mode='budgeted' if budget is not None else 'dynamic', budget=budget,
-                   input=dict(size=inp['size'], mean=inp['mean'], std=inp['std']), classes=inp['codes'], void=inp['void'],
+                   input=dict(size=inp['size'], mean=inp['mean'], std=inp['std']), classes=inp['codes'],
+                       void=inp['void'],
                    palette=palette_for(inp['codes'], inp['void']).tolist(), policy=pol.to_dict(), net=net.full_config(),
                    parts=entries, finish='finish.onnx' if early else None, quantize=quantize)
-        if all_exits: man |= dict(all_exits=True, policy_graph='policy.onnx' if early else None, costs=_costs(net, inp['size']))
+        if all_exits:
+            man |= dict(all_exits=True, policy_graph='policy.onnx' if early else None, costs=_costs(net, inp['size']))
         if quantize: man['quantization'] = INT8 | dict(frames=len(xc), tolerance=INT8_TOLERANCE, graphs=qrep,
-                                                       float32="the classifier making each exit's logits, the policy, upsampling and labels")
+                                                       float32="the classifier making each exit's logits, the policy, "
+                                                               "upsampling and labels")
         man['files'] = {fn: dict(sha256=file_sha256(tmp/fn), bytes=(tmp/fn).stat().st_size) for fn in files}
         (tmp/MANIFEST).write_text(json.dumps(man, indent=1))
         if out.exists(): out.rmdir()                    # empty (checked above)
@@ -443,10 +510,13 @@ def export_onnx(pred_or_checkpoint,    # A deployed `EarlyExitPredictor`, its ch
 
 # %% ../nbs/07a_export.ipynb #99055ab6
 def search_calibration_frames(run_or_model)->list:
-    "The image files of the calibration half a run's search chooses on (the first half of every validation sequence): what int8 is calibrated on by default"
+    ("The image files of the calibration half a run's search chooses on (the first half of every validation sequence): "
+     "what int8 is calibrated on by default")
     p = Path(run_or_model).resolve()
     run = next((d for d in [p, *p.parents] if (d/'run.json').is_file()), None)
-    if run is None: raise FileNotFoundError(f"{p}: not in a `mess_fast train` run folder (no run.json above it): give the calibration frames")
+    if run is None:
+        raise FileNotFoundError(f"{p}: not in a `mess_fast train` run folder (no run.json above it): give the "
+                                f"calibration frames")
     try: args = json.loads((run/'run.json').read_text())['args']
     except (ValueError, KeyError) as e: raise ValueError(f"{run/'run.json'}: not a run description ({e})") from None
     dls = mess_dls(resolve_data_path(args.get('data')), size=tuple(args['size']), bs=2, max_items=args.get('max_items'),
@@ -457,25 +527,35 @@ def export_job(run_or_model,          # A deployed checkpoint, a search folder, 
                out:str='mess_onnx',   # Output folder (a numbered sibling is used if it exists and is not empty)
                opset:int=17,          # ONNX opset (11..23)
                int8:bool=False,       # Quantize the network's graphs to int8
-               calib=None,            # With `int8`: calibration image files or folders; None: the run's search calibration frames
-               all_exits:bool=False,  # Export the run's whole network (model.pth, every head) for a search on ONNX Runtime
+               # With `int8`: calibration image files or folders; None: the run's search calibration frames
+               calib=None,
+               # Export the run's whole network (model.pth, every head) for a search on ONNX Runtime
+               all_exits:bool=False,
                log=print,
               )->Path:
-    "Export a deployed network (or a run's every exit) as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, no torch), float32 or int8"
-    if not (isinstance(opset, int) and 11 <= opset <= 23): raise ValueError(f"--opset: {opset} is not supported; expected 11..23 (17 is the default)")
-    if calib is not None and not int8: raise ValueError("--calib: calibration frames are for an int8 export; add --int8")
+    ("Export a deployed network (or a run's every exit) as staged ONNX graphs for `mess_fast.runtime` (ONNX Runtime, "
+     "no torch), float32 or int8")
+    if not (isinstance(opset, int) and 11 <= opset <= 23):
+        raise ValueError(f"--opset: {opset} is not supported; expected 11..23 (17 is the default)")
+    if calib is not None and not int8:
+        raise ValueError("--calib: calibration frames are for an int8 export; add --int8")
     if all_exits:
         p = Path(run_or_model)
         ckpt = p if p.is_file() else p/'model.pth'
-        if not ckpt.is_file(): raise FileNotFoundError(f"{p}: no model.pth; with all_exits, give a `mess_fast train` run folder or its model.pth")
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{p}: no model.pth; with all_exits, give a `mess_fast train` run folder or "
+                                    f"its model.pth")
         what = MESSNet.load(ckpt)
     else: what = ckpt = deployed_checkpoint(run_or_model)
     frames = (image_files(calib) if calib is not None else search_calibration_frames(ckpt)) if int8 else None
-    outp = export_onnx(what, fresh_dir(out, create=False), opset=opset, all_exits=all_exits, quantize='int8' if int8 else None, calib=frames)
+    outp = export_onnx(what, fresh_dir(out, create=False), opset=opset, all_exits=all_exits, quantize='int8' if int8
+                       else None, calib=frames)
     man = json.loads((outp/MANIFEST).read_text())
-    chain = ' > '.join(f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" if p['kind'] == 'exit' else p['key'] for p in man['parts'])
+    chain = ' > '.join(f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" if p['kind'] == 'exit' else p['key']
+                       for p in man['parts'])
     mb = sum(f['bytes'] for f in man['files'].values()) / 2**20
     what = f"every exit: {', '.join(p['key'] for p in man['parts'])}" if all_exits else f"{man['mode']}: {chain}"
     log(f"Exported {ckpt.parent.name}/{ckpt.name} ({what}; input {man['input']['size'][0]}x{man['input']['size'][1]}) "
-        f"as {len(man['files'])} ONNX graphs ({mb:.1f} MB{f', int8, calibrated on {len(frames)} frames' if int8 else ''}) to {outp.name}/")
+        f"as {len(man['files'])} ONNX graphs ({mb:.1f} "
+        f"MB{f', int8, calibrated on {len(frames)} frames' if int8 else ''}) to {outp.name}/")
     return outp

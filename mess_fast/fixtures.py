@@ -20,7 +20,8 @@ __all__ = ['TINY_HEADS', 'TINY_TH_PIX', 'SYNTH_KEYS', 'SYNTH_POS', 'tiny_dls', '
            'synthetic_cache', 'hand_profile']
 
 # %% ../nbs/06a_fixtures.ipynb #f1c00006
-TINY_HEADS = [f'{p}:{h}' for p in (1, 3, 4, 6) for h in ('fcn-b0', 'fcn-crm-b1-rdi') + (('aspp-crm-b0',) if p >= 4 else ())]
+TINY_HEADS = [f'{p}:{h}' for p in (1, 3, 4, 6) for h in ('fcn-b0', 'fcn-crm-b1-rdi') + (('aspp-crm-b0',) if p >= 4
+        else ())]
 TINY_TH_PIX = (0.1, 0.12, 0.15)   # untrained heads are unsure: their top-1 probability is barely above 1/12
 
 def tiny_dls(n:int=8, size=(64, 96), bs:int=4, **kwargs):
@@ -43,7 +44,8 @@ def tiny_net(exits=TINY_HEADS, n_classes:int=12, arch:str='resnet18', output_str
     return randomize_bn(MESSNet(arch, n_classes=n_classes, output_stride=output_stride, exits=exits), seed).eval()
 
 def tiny_cache(net:MESSNet|None=None, dls=None, th_pix=TINY_TH_PIX, **kwargs)->tuple:
-    "`(cache, net, dl)`: the cache of `net` (default `tiny_net()`) on the validation frames of `dls` (default `tiny_dls()`)"
+    ("`(cache, net, dl)`: the cache of `net` (default `tiny_net()`) on the validation frames of `dls` (default "
+     "`tiny_dls()`)")
     net, dls = net or tiny_net(), dls or tiny_dls()
     dl = labelled_dl(dls, dls.source.valid, bs=4)
     return build_cache(net, dl, th_pix=th_pix, progress=False, **kwargs), net, dl
@@ -60,7 +62,8 @@ def synthetic_cache(n:int=40,          # Images
                     drop:float=0.3,    # ... by this much
                     pixels:int=200,    # Labelled pixels per image
                    )->ExitCache:
-    "A cache of chosen numbers over `SYNTH_KEYS`: confusion matrices, agreement with the final exit, confident-pixel counts at th_pix 0.5/0.7/0.9"
+    ("A cache of chosen numbers over `SYNTH_KEYS`: confusion matrices, agreement with the final exit, confident-pixel "
+     "counts at th_pix 0.5/0.7/0.9")
     rng, void = np.random.default_rng(seed), c - 1
     keys, E = SYNTH_KEYS, len(SYNTH_KEYS)
     cms, agree = np.zeros((n, E, c, c), np.int64), np.zeros((n, E), np.int64)
@@ -74,20 +77,26 @@ def synthetic_cache(n:int=40,          # Images
                 cms[i, e, t] = rng.multinomial(truth[t] - right, np.ones(c) / c); cms[i, e, t, t] += right
         # agreement with the final exit: right where both are right, plus chance agreement elsewhere
         fr = np.trace(cms[i, -1]) / max(truth.sum(), 1)
-        for e in range(E): agree[i, e] = pixels if e == E - 1 else int(round(pixels * (np.trace(cms[i, e]) / max(truth.sum(), 1) * fr + 0.1)))
+        for e in range(E):
+            agree[i, e] = pixels if e == E - 1 else int(round(pixels * (np.trace(cms[i, e]) / max(truth.sum(), 1) * fr
+                    + 0.1)))
     agree = np.minimum(agree, pixels)
     counts = np.sort(rng.integers(0, 101, (n, E - 1, 3)), axis=-1)[..., ::-1].copy()
     meta = dict(net={}, size=[10, 20], n_candidates=8, seg_cum_gflops=[1., 2., 3., 4., 5., 6., 7., 8.],
                 head_gflops=dict(zip(keys, [0.3, 0.9, 0.4, 0.6, 0.5, 2.])))
-    return ExitCache(keys, SYNTH_POS, [0.5, 0.7, 0.9], counts, np.full((n, E - 1), 100), cms, void, ExitPolicy().to_dict(),
+    return ExitCache(keys, SYNTH_POS, [0.5, 0.7, 0.9], counts, np.full((n, E - 1), 100), cms, void,
+                     ExitPolicy().to_dict(),
                      [f'seq_{i:05d}.png' for i in range(n)], meta, agree, np.full(n, pixels))
 
-def hand_profile(keys=SYNTH_KEYS, pos=SYNTH_POS, n:int=8, policy_at:str='native', head_ms:dict|None=None, policy_ms:dict|None=None)->LatencyProfile:
-    "A latency profile with round numbers: segments 1 ms each, heads 0.5, final head 2, policy 0.25, upsample 0.1, argmax 0.2, overhead 0.05"
+def hand_profile(keys=SYNTH_KEYS, pos=SYNTH_POS, n:int=8, policy_at:str='native', head_ms:dict|None=None,
+                 policy_ms:dict|None=None)->LatencyProfile:
+    ("A latency profile with round numbers: segments 1 ms each, heads 0.5, final head 2, policy 0.25, upsample 0.1, "
+     "argmax 0.2, overhead 0.05")
     head_ms, policy_ms = head_ms or {}, policy_ms or {}
     rows = [dict(kind='segment', key=f'segment{i}', pos=i, ms=1., cum_ms=float(i + 1), gflops=1.) for i in range(n)]
     for k, p in zip(keys, pos):
-        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, ms=head_ms.get(k, 2. if k == FINAL else 0.5), cum_ms=np.nan, gflops=1.))
+        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, ms=head_ms.get(k, 2. if k == FINAL
+                else 0.5), cum_ms=np.nan, gflops=1.))
         rows.append(dict(kind='policy', key=k, pos=p, ms=policy_ms.get(k, 0.25), cum_ms=np.nan, gflops=np.nan))
     rows += [dict(kind='upsample', key='upsample', pos=None, ms=0.1, cum_ms=np.nan, gflops=np.nan),
              dict(kind='decode', key='argmax', pos=None, ms=0.2, cum_ms=np.nan, gflops=np.nan),

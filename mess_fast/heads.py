@@ -33,13 +33,16 @@ class HeadConfig:
 
     def __post_init__(self):
         if self.head not in HEAD_TYPES: raise ValueError(f"head must be one of {HEAD_TYPES}, got {self.head!r}")
-        if not isinstance(self.blocks, int) or self.blocks < 0: raise ValueError(f"blocks must be an int >= 0, got {self.blocks!r}")
-        if self.rdi and not self.blocks: raise ValueError("rdi=True needs blocks >= 1: it sets the dilation of the extra blocks")
+        if not isinstance(self.blocks, int) or self.blocks < 0:
+            raise ValueError(f"blocks must be an int >= 0, got {self.blocks!r}")
+        if self.rdi and not self.blocks:
+            raise ValueError("rdi=True needs blocks >= 1: it sets the dilation of the extra blocks")
 
     @property
     def name(self)->str:
         "Short stable name, e.g. 'aspp-crm-b2-rdi'"
-        return '-'.join([self.head] + (['crm'] if self.crm else []) + [f'b{self.blocks}'] + (['rdi'] if self.rdi else []))
+        return '-'.join([self.head] + (['crm'] if self.crm else []) + [f'b{self.blocks}'] + (['rdi'] if self.rdi
+                else []))
 
     @classmethod
     def from_name(cls, name:str)->HeadConfig:
@@ -61,7 +64,8 @@ def head_grid(heads=HEAD_TYPES,   # Head types to include
 
 # %% ../nbs/02a_heads.ipynb #e4fd813a
 class ExitHead(nn.Module):
-    "A parametrised exit head: [CRM] -> [extra ResBlocks, dilated if RDI] -> FCN/DeepLabV3 head: native-resolution logits"
+    ("A parametrised exit head: [CRM] -> [extra ResBlocks, dilated if RDI] -> FCN/DeepLabV3 head: "
+     "native-resolution logits")
     def __init__(self,
                  in_channels:int,  # Channels of the feature map the head reads
                  n_classes:int,    # Number of output classes (logits)
@@ -91,5 +95,6 @@ def exit_key(pos:int, cfg)->str:
 def parse_exit_key(key:str):
     "`(pos, HeadConfig)` of an exit key"
     try: pos, name = str(key).split(':')
-    except ValueError: raise ValueError(f"Not an exit key: {key!r} (expected '<position>:<head name>', e.g. '3:fcn-b0')") from None
+    except ValueError:
+        raise ValueError(f"Not an exit key: {key!r} (expected '<position>:<head name>', e.g. '3:fcn-b0')") from None
     return int(pos), HeadConfig.from_name(name)

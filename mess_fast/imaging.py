@@ -19,7 +19,9 @@ def read_rgb(img, # File path, PIL image, or uint8 array (H, W), (H, W, 1), (H, 
         if not Path(img).is_file(): raise FileNotFoundError(f"{img}: no such image file")
         try:
             with Image.open(img) as im: im.load(); img = im.copy()
-        except Exception as e: raise ValueError(f"{img}: cannot read image ({type(e).__name__}: {e}); expected an image file (PNG, JPEG, ...)") from None
+        except Exception as e:
+            raise ValueError(f"{img}: cannot read image ({type(e).__name__}: {e}); expected an image file "
+                             f"(PNG, JPEG, ...)") from None
     if isinstance(img, np.ndarray):
         a = img
         if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
@@ -27,7 +29,8 @@ def read_rgb(img, # File path, PIL image, or uint8 array (H, W), (H, W, 1), (H, 
             raise ValueError(f"image array has shape {a.shape}; expected (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA")
         if a.dtype != np.uint8: raise ValueError(f"image array has dtype {a.dtype}; expected uint8 (0..255)")
         img = Image.fromarray(a)
-    if not isinstance(img, Image.Image): raise TypeError(f"expected an image file, a PIL image or a uint8 array, got {type(img).__name__}")
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"expected an image file, a PIL image or a uint8 array, got {type(img).__name__}")
     return img if img.mode == 'RGB' else img.convert('RGB')
 
 def _crop_box(wh, size)->tuple:
@@ -56,7 +59,8 @@ def save_mask(mask,          # (H, W) integer label map
              )->Path:
     "Write a label map as an 8-bit PNG whose pixel values are the labels (coloured by `palette` if given)"
     m = np.asarray(mask)
-    if m.ndim != 2 or m.min() < 0 or m.max() > 255: raise ValueError(f"expected an (H, W) label map with values 0..255, got shape {m.shape}")
+    if m.ndim != 2 or m.min() < 0 or m.max() > 255:
+        raise ValueError(f"expected an (H, W) label map with values 0..255, got shape {m.shape}")
     im = Image.fromarray(m.astype(np.uint8), mode='P' if palette is not None else 'L')
     if palette is not None: im.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())
     if size is not None: im = im.resize((size[1], size[0]), Image.NEAREST)
@@ -68,20 +72,26 @@ MASK_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L')
 def prepare_mask(mask, # Mask file, PIL image (mode L, P or I) or integer array (H, W) of class indices
                  size, # Network input (height, width)
                 )->np.ndarray:
-    "int64 (H, W) class indices: the centre crop of `prepare_image`, resized with nearest neighbour (as the validation transforms)"
+    ("int64 (H, W) class indices: the centre crop of `prepare_image`, resized with nearest neighbour (as the "
+     "validation transforms)")
     where = mask if isinstance(mask, (str, Path)) else 'mask'
     if isinstance(mask, (str, Path)):
         if not Path(mask).is_file(): raise FileNotFoundError(f"{mask}: no such mask file")
         try:
             with Image.open(mask) as im: im.load(); mask = im.copy()
-        except Exception as e: raise ValueError(f"{where}: cannot read mask ({type(e).__name__}: {e}); expected a single-channel PNG of class indices") from None
+        except Exception as e:
+            raise ValueError(f"{where}: cannot read mask ({type(e).__name__}: {e}); expected a single-channel PNG of "
+                             f"class indices") from None
     if isinstance(mask, np.ndarray):
         if mask.ndim != 2 or mask.dtype.kind not in 'ui':
-            raise ValueError(f"mask array has shape {mask.shape} and dtype {mask.dtype}; expected an (H, W) integer array of class indices")
+            raise ValueError(f"mask array has shape {mask.shape} and dtype {mask.dtype}; expected an (H, W) integer "
+                             f"array of class indices")
         mask = Image.fromarray(mask.astype(np.int32))
-    if not isinstance(mask, Image.Image): raise TypeError(f"expected a mask file, a PIL image or an integer array, got {type(mask).__name__}")
+    if not isinstance(mask, Image.Image):
+        raise TypeError(f"expected a mask file, a PIL image or an integer array, got {type(mask).__name__}")
     if mask.mode not in MASK_MODES:
-        raise ValueError(f"{where}: mask has mode {mask.mode} ({len(mask.getbands())} channels); expected a single-channel mask of class indices")
+        raise ValueError(f"{where}: mask has mode {mask.mode} ({len(mask.getbands())} channels); expected a "
+                         f"single-channel mask of class indices")
     m = mask.crop(_crop_box(mask.size, size)).resize((size[1], size[0]), Image.NEAREST)
     return np.asarray(m).astype(np.int64)
 
@@ -94,7 +104,8 @@ IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 def image_files(items, # An image file or folder, or a list of them
                )->list:
-    "Image files among `items` (files and folders, a folder's images sorted by name); an error for a missing one or none"
+    ("Image files among `items` (files and folders, a folder's images sorted by name); an error for a "
+     "missing one or none")
     items = [items] if isinstance(items, (str, Path)) else list(items)
     res = []
     for it in items:
@@ -118,7 +129,8 @@ def fresh_dir(path,             # Wanted folder
 
 # %% ../nbs/00a_imaging.ipynb #1e000002
 def mask_names(files)->list:
-    "One PNG name per image file: `<stem>.png`, then `<stem>-2.png`, `<stem>-3.png`, ... for later images with the same stem"
+    ("One PNG name per image file: `<stem>.png`, then `<stem>-2.png`, `<stem>-3.png`, ... for later images with "
+     "the same stem")
     used, res = {}, []
     for f in files:
         st = Path(f).stem; used[st] = used.get(st, 0) + 1

@@ -65,21 +65,24 @@ def mess_datablock(src:SegSource,           # The dataset, see `seg_source`
                      item_tfms=Resize(size, method=resize_method), batch_tfms=batch_tfms)
 
 # %% ../nbs/01a_loaders.ipynb #ad05ab0c
-def mess_dls(path:str|Path|SegSource|None=None,  # Dataset folder, or a `SegSource`; None: env `MESS_FAST_DATA`, else the embedded mini CamVid
-             size:int|tuple=defaults.size, # Output (height, width)
-             bs:int=defaults.bs,        # Batch size
-             valid:str|None=None,      # Validation split (SegNet: folder, default 'val'; fastai/folders: file, default 'valid.txt')
-             augment:bool=True,        # Augment the training set (flips, affine, lighting)
-             num_workers:int=0,        # DataLoader worker processes
-             max_items:int|None=None,  # Cap on the pairs per split (evenly spaced, deterministic), e.g. for fast tests
-             seed:int=42,              # Seed of the shuffling order (and of a random validation split)
-             layout:str|None=None,     # 'segnet', 'fastai', 'folders'; None: detected
-             check:bool=False,         # Scan every file with `check_dataset` first and raise on any problem
-             aug_kwargs:dict|None=None, # Overrides of `DEFAULT_AUG`
-             resize_method:str='crop', # fastai `Resize` method
-             dl_kwargs:dict|None=None, # Passed to `DataBlock.dataloaders` (e.g. `val_bs`, `device`)
-             **kwargs,                 # Passed to the layout's source function (`codes`, `void_code`, `img_dir`, ...)
-            )->DataLoaders:
+def mess_dls(
+    # Dataset folder, or a `SegSource`; None: env `MESS_FAST_DATA`, else the embedded mini CamVid
+    path:str|Path|SegSource|None=None,
+    size:int|tuple=defaults.size, # Output (height, width)
+    bs:int=defaults.bs,        # Batch size
+    # Validation split (SegNet: folder, default 'val'; fastai/folders: file, default 'valid.txt')
+    valid:str|None=None,
+    augment:bool=True,        # Augment the training set (flips, affine, lighting)
+    num_workers:int=0,        # DataLoader worker processes
+    max_items:int|None=None,  # Cap on the pairs per split (evenly spaced, deterministic), e.g. for fast tests
+    seed:int=42,              # Seed of the shuffling order (and of a random validation split)
+    layout:str|None=None,     # 'segnet', 'fastai', 'folders'; None: detected
+    check:bool=False,         # Scan every file with `check_dataset` first and raise on any problem
+    aug_kwargs:dict|None=None, # Overrides of `DEFAULT_AUG`
+    resize_method:str='crop', # fastai `Resize` method
+    dl_kwargs:dict|None=None, # Passed to `DataBlock.dataloaders` (e.g. `val_bs`, `device`)
+    **kwargs,                 # Passed to the layout's source function (`codes`, `void_code`, `img_dir`, ...)
+)->DataLoaders:
     "fastai `DataLoaders` of the segmentation dataset at `path`, with `vocab`, `c`, `void_code` and `size` set."
     if isinstance(path, SegSource): src = path.subset(max_items)
     else:
@@ -90,7 +93,8 @@ def mess_dls(path:str|Path|SegSource|None=None,  # Dataset folder, or a `SegSour
         src = seg_source(path, layout=layout, valid=valid, max_items=max_items, **kwargs)
     if not src.valid: raise DataError.of(src.path, "no validation pairs; expected a validation split (see `valid`)")
     if len(src.train) < 2:   # one message, with the minimum (a batch of one fails in BatchNorm)
-        raise DataError.of(src.path, f"{len(src.train)} training pair(s); training needs at least 2 (a batch of 2 images: "
+        raise DataError.of(src.path,
+                           f"{len(src.train)} training pair(s); training needs at least 2 (a batch of 2 images: "
                                      "BatchNorm needs more than one value per channel)")
     if len(src.train) < bs:
         warnings.warn(f"{src.path}: {len(src.train)} training pairs < bs={bs}; using bs={len(src.train)}")
@@ -99,14 +103,16 @@ def mess_dls(path:str|Path|SegSource|None=None,  # Dataset folder, or a `SegSour
     dls = dblock.dataloaders(src.train + src.valid, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
     for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)
     # augmentations on the training set only: fastai's affine one would resample validation images on an identity grid
-    dls.valid.after_batch = Pipeline([t for t in dls.valid.after_batch.fs if not isinstance(t, RandTransform)], split_idx=1)
+    dls.valid.after_batch = Pipeline([t for t in dls.valid.after_batch.fs if not isinstance(t, RandTransform)],
+                                     split_idx=1)
     dls.vocab, dls.c, dls.void_code, dls.source = src.codes, len(src.codes), src.void_code, src
     dls.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     return dls
 
 def input_meta(dls:DataLoaders)->dict:
     "What a deployed network needs to prepare an image and name its classes: input size, normalisation, codes, void"
-    return dict(size=list(dls.size), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), codes=list(dls.vocab), void=dls.void_code)
+    return dict(size=list(dls.size), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), codes=list(dls.vocab),
+                void=dls.void_code)
 
 # %% ../nbs/01a_loaders.ipynb #b9fab562
 @delegates(DataLoaders.test_dl)
@@ -119,7 +125,8 @@ def labelled_dl(dls:DataLoaders,   # From `mess_dls`: its validation transforms 
     pairs = list(pairs)
     if not pairs: raise ValueError("No (image, mask) pairs given")
     for p in pairs:
-        if not (isinstance(p, (tuple, list)) and len(p) == 2): raise TypeError(f"Expected (image, mask) path pairs, got {p!r}")
+        if not (isinstance(p, (tuple, list)) and len(p) == 2):
+            raise TypeError(f"Expected (image, mask) path pairs, got {p!r}")
         for f in p:
             if not Path(f).is_file(): raise FileNotFoundError(f"{f}: no such file")
     dl = dls.test_dl(pairs, with_labels=True, bs=bs, **({'num_workers': 0} | kwargs))
@@ -195,15 +202,17 @@ def show_mess_batch(dls:DataLoaders,   # From `mess_dls`
     for i, ax in enumerate(axs.flat):
         if i < n: show_overlay(x[i], y[i], dls.vocab, dls.void_code, ax=ax, legend=False)
         else: ax.axis('off')
-    fig.legend(handles=class_legend(dls.vocab, torch.unique(y[:n]).tolist(), dls.void_code), loc='center right', fontsize=8, frameon=False)
+    fig.legend(handles=class_legend(dls.vocab, torch.unique(y[:n]).tolist(), dls.void_code), loc='center right',
+               fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_size_inches()[0], 1))
     return fig
 
 # %% ../nbs/01a_loaders.ipynb #a4c32d6c
-def class_frequency(data=None,           # `SegSource`, `DataLoaders` from `mess_dls`, or a dataset path (None: see `resolve_data_path`)
-                    split:str='train',   # 'train', 'valid' or 'all'
-                    normalize:bool=True, # Fractions of all pixels instead of counts
-                   )->pd.Series:
+def class_frequency(
+    data=None,           # `SegSource`, `DataLoaders` from `mess_dls`, or a dataset path (None: see `resolve_data_path`)
+    split:str='train',   # 'train', 'valid' or 'all'
+    normalize:bool=True, # Fractions of all pixels instead of counts
+)->pd.Series:
     "Pixels per code (void included) over `split` of `data`, indexed by code name."
     src = data.source if isinstance(data, DataLoaders) else data if isinstance(data, SegSource) else seg_source(data)
     n, counts = len(src.codes), np.zeros(len(src.codes), np.int64)
@@ -218,9 +227,11 @@ def plot_class_frequency(freq:pd.Series,        # From `class_frequency`
     "Bar chart of `freq` in the class colours; returns the axes."
     if ax is None: _, ax = plt.subplots(figsize=(7, 3))
     codes = list(freq.index); pal = palette_for(codes, void_code) if palette is None else palette
-    bars = ax.bar(range(len(freq)), freq.values * (100 if freq.sum() <= 1.0001 else 1), color=pal / 255, edgecolor='k', linewidth=.5)
+    bars = ax.bar(range(len(freq)), freq.values * (100 if freq.sum() <= 1.0001 else 1), color=pal / 255, edgecolor='k',
+                  linewidth=.5)
     if void_code is not None: bars[void_code].set_hatch('//'); bars[void_code].set_facecolor('white')
-    ax.set_xticks(range(len(freq)), [c + (' (void)' if i == void_code and c.lower() != 'void' else '') for i, c in enumerate(codes)],
+    ax.set_xticks(range(len(freq)), [c + (' (void)' if i == void_code and c.lower() != 'void' else '') for i,
+                                     c in enumerate(codes)],
                   rotation=45, ha='right', fontsize=8)
     ax.set_ylabel('% of pixels' if freq.sum() <= 1.0001 else 'pixels')
     if title: ax.set_title(title, fontsize=10)

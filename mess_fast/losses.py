@@ -65,17 +65,21 @@ class MultiExitLoss(nn.Module):
         self._reduction = v
 
     def exit_losses(self, out:dict, targ, final:bool=True)->dict:
-        "Loss of each exit in `out` (the final one too if `final`), before weighting: scalars, or (B,) with reduction 'none'"
+        ("Loss of each exit in `out` (the final one too if `final`), before weighting: scalars, or (B,) with "
+         "reduction 'none'")
         y, ign = plain(targ).long(), _ignore(self.void)
         res, teacher = {}, plain(out[FINAL])
         per_img = self.reduction == 'none'
-        if per_img: n = ((y != self.void) if self.void is not None else torch.ones_like(y, dtype=torch.bool)).flatten(1).sum(1).clamp(min=1)
+        if per_img:
+            n = ((y != self.void) if self.void is not None else torch.ones_like(y,
+                    dtype=torch.bool)).flatten(1).sum(1).clamp(min=1)
         for k, o in out.items():
             if k == FINAL and not final: continue
             o = plain(o)
             if per_img:
                 l = F.cross_entropy(o, y, ignore_index=ign, reduction='none').flatten(1).sum(1) / n
-                if k != FINAL and self.distill: l = l + self.distill * pfd_kl(o, teacher, y, self.T, self.void, 'none').flatten(1).sum(1) / n
+                if k != FINAL and self.distill:
+                    l = l + self.distill * pfd_kl(o, teacher, y, self.T, self.void, 'none').flatten(1).sum(1) / n
             else:
                 l = F.cross_entropy(o, y, ignore_index=ign)
                 if k != FINAL and self.distill: l = l + self.distill * pfd_kl(o, teacher, y, self.T, self.void)
@@ -90,4 +94,5 @@ class MultiExitLoss(nn.Module):
     def decodes(self, out): return {k: class_argmax(plain(o)) for k, o in out.items()}
 
     def __repr__(self):
-        return f"MultiExitLoss(void={self.void}, distill={self.distill}, T={self.T}, final_weight={self.final_weight}, reduction={self.reduction!r})"
+        return (f"MultiExitLoss(void={self.void}, distill={self.distill}, T={self.T}, "
+                f"final_weight={self.final_weight}, reduction={self.reduction!r})")

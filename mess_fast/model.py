@@ -31,7 +31,8 @@ def upsample(logits:torch.Tensor, # (B, C, h, w) logits at an exit's native reso
             )->torch.Tensor:
     "Bilinear upsampling of `logits` to `size` (`align_corners=False`): how every exit reaches the input size"
     size = tuple(int(s) for s in size)
-    if tuple(logits.shape[-2:]) == size: return logits   # already there (a converted model's decoder may end at the input size)
+    # already there (a converted model's decoder may end at the input size)
+    if tuple(logits.shape[-2:]) == size: return logits
     return F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
 
 # %% ../nbs/02b_model.ipynb #59bd6fcf
@@ -48,24 +49,36 @@ class MESSNet(nn.Module):
     "A segmentation CNN split into segments at its candidate exits, with a final head and any number of exit heads."
     final_taps, final_stride, input_multiple = None, None, 1   # (class defaults: networks pickled before they existed)
     def __init__(self,
-                 arch:str='resnet18',     # Backbone: one of `TV_ARCHS` or 'timm:<name>'; or a family's model, e.g. 'tv:lraspp_mobilenet_v3_large', 'smp:Unet:resnet18'
+                 # Backbone: one of `TV_ARCHS` or 'timm:<name>'; or a family's model, e.g.
+                 # 'tv:lraspp_mobilenet_v3_large', 'smp:Unet:resnet18'
+                 arch:str='resnet18',
                  n_classes:int=12,        # Number of output classes (logits)
-                 pretrained:bool=False,   # Start the backbone from ImageNet weights (a family's model: its library's pretrained weights)
-                 output_stride:int|None=None, # 8 (the paper's DRN-style), 16 or 32; None: `default_output_stride(arch)` (a family's model: its own)
-                 final_head:str|None=None, # 'deeplab' (torchvision DeepLabHead) or 'fcn' (FCNHead); None: `defaults.final_head` (a family's model keeps its own)
+                 # Start the backbone from ImageNet weights (a family's model: its library's pretrained weights)
+                 pretrained:bool=False,
+                 # 8 (the paper's DRN-style), 16 or 32; None: `default_output_stride(arch)` (a family's model: its own)
+                 output_stride:int|None=None,
+                 # 'deeplab' (torchvision DeepLabHead) or 'fcn' (FCNHead); None: `defaults.final_head` (a family's model
+                 # keeps its own)
+                 final_head:str|None=None,
                  exits=(),                # Exits to attach: `(position, HeadConfig or name)` pairs or exit keys
                  block_types=BLOCK_TYPES, # Class names of the blocks that end a segment
                  model_kwargs:dict|None=None, # A family's model: its constructor arguments beyond the classes
-                 parts:NetParts|None=None, # An already converted model (what `MESSNet.from_model` passes); `arch` names it
-                 depth:int|None=None,     # Keep segments 0..`depth` only and no final head (a budgeted deployment that never goes deeper); None: all
+                 # An already converted model (what `MESSNet.from_model` passes); `arch` names it
+                 parts:NetParts|None=None,
+                 # Keep segments 0..`depth` only and no final head (a budgeted deployment that never goes deeper); None:
+                 # all
+                 depth:int|None=None,
                 ):
         super().__init__()
-        if not (isinstance(n_classes, int) and n_classes >= 2): raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+        if not (isinstance(n_classes, int) and n_classes >= 2):
+            raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
         build, cands = (arch_family(arch) if parts is None else None), None
         if parts is None and build is None:
             final_head = final_head or defaults.final_head
-            if final_head not in ('deeplab', 'fcn'): raise ValueError(f"final_head must be 'deeplab' or 'fcn', got {final_head!r}")
-            if model_kwargs: raise ValueError(f"model_kwargs are for a family's model ('tv:...', 'smp:...'), not {arch!r}")
+            if final_head not in ('deeplab', 'fcn'):
+                raise ValueError(f"final_head must be 'deeplab' or 'fcn', got {final_head!r}")
+            if model_kwargs:
+                raise ValueError(f"model_kwargs are for a family's model ('tv:...', 'smp:...'), not {arch!r}")
             asked, output_stride = output_stride, output_stride or default_output_stride(arch)
             try: body = body_of(arch, pretrained, output_stride)
             except ValueError as e:   # a timm model that cannot dilate: the default falls back to its native stride
@@ -75,12 +88,15 @@ class MESSNet(nn.Module):
                                block_types=tuple(block_types))
             segs = split_segments(body, block_types)
             cands = find_candidates(segs); ch = cands[-1].channels
-            parts = NetParts(segs, DeepLabHead(ch, n_classes) if final_head == 'deeplab' else FCNHead(ch, n_classes), None, final_head)
+            parts = NetParts(segs, DeepLabHead(ch, n_classes) if final_head == 'deeplab' else FCNHead(ch, n_classes),
+                             None, final_head)
         else:
-            if output_stride is not None: raise ValueError(f"{arch!r} has its model's own output stride; got output_stride={output_stride!r}")
+            if output_stride is not None:
+                raise ValueError(f"{arch!r} has its model's own output stride; got output_stride={output_stride!r}")
             if parts is None: parts = build(arch, n_classes, pretrained, tuple(block_types), **(model_kwargs or {}))
             if final_head not in (None, parts.final_name):
-                raise ValueError(f"{arch!r} keeps its model's own final head ({parts.final_name!r}); got final_head={final_head!r}")
+                raise ValueError(f"{arch!r} keeps its model's own final head ({parts.final_name!r}); got "
+                                 f"final_head={final_head!r}")
             self.config = dict(arch=arch, n_classes=n_classes, output_stride=None, final_head=parts.final_name,
                                block_types=tuple(block_types), model_kwargs=dict(parts.model_kwargs or {}))
         self.segments = nn.ModuleList([s for _, s in parts.segments])
@@ -100,7 +116,8 @@ class MESSNet(nn.Module):
     @property
     def n_classes(self): return self.config['n_classes']
 
-    def __repr__(self): return f"MESSNet({self.config['arch']}, {len(self.candidates)} candidates, exits={list(self.heads)})"
+    def __repr__(self):
+        return f"MESSNet({self.config['arch']}, {len(self.candidates)} candidates, exits={list(self.heads)})"
 
 # %% ../nbs/02b_model.ipynb #c6d8bea5
 @patch
@@ -108,7 +125,8 @@ def add_exit(self:MESSNet, pos:int, cfg=HeadConfig())->str:
     "Attach an exit head `cfg` (a `HeadConfig` or its name) after segment `pos`; returns its key"
     if isinstance(cfg, str): cfg = HeadConfig.from_name(cfg)
     if not 0 <= pos < len(self.segments):
-        raise ValueError(f"Exit position {pos} is out of range: this {self.config['arch']} has candidates 0..{len(self.segments)-1}")
+        raise ValueError(f"Exit position {pos} is out of range: this {self.config['arch']} has candidates "
+                         f"0..{len(self.segments)-1}")
     k = exit_key(pos, cfg)
     if k in self.heads: raise ValueError(f"Exit {k!r} is already attached")
     p = next(self.parameters())
@@ -142,7 +160,8 @@ def exits(self:MESSNet)->pd.DataFrame:
 
 # %% ../nbs/02b_model.ipynb #25744015
 class Tapped:
-    "The features after a run of segments (`x`) and the earlier outputs the final head also reads (`taps`: position -> tensor, -1 the input)"
+    ("The features after a run of segments (`x`) and the earlier outputs the final head also reads (`taps`: position "
+     "-> tensor, -1 the input)")
     __slots__ = ('x', 'taps')
     def __init__(self, x:torch.Tensor, taps:dict|None=None): self.x, self.taps = x, dict(taps or {})
     def __getitem__(self, idx): return Tapped(self.x[idx], {p: t[idx] for p, t in self.taps.items()})
@@ -157,9 +176,11 @@ def _x(feats): return feats.x if isinstance(feats, Tapped) else feats
 def walk_segments(segments, # The segments (a list or `nn.ModuleList`)
                   x,        # Input of segment `start`: the image, or what an earlier call returned
                   start:int, end:int, # Run segments `start..end`, inclusive
-                  taps:list|None=None, # Positions whose outputs are kept for a final head (-1: the input); None: no `Tapped`
+                  # Positions whose outputs are kept for a final head (-1: the input); None: no `Tapped`
+                  taps:list|None=None,
                  ):
-    "Run `segments[start..end]` on `x`: the features after segment `end` (a `Tapped` carrying the outputs at `taps` if any)"
+    ("Run `segments[start..end]` on `x`: the features after segment `end` (a `Tapped` carrying the outputs at "
+     "`taps` if any)")
     if not taps:
         for seg in segments[start:end + 1]: x = seg(x)
         return x
@@ -171,7 +192,8 @@ def walk_segments(segments, # The segments (a list or `nn.ModuleList`)
     return Tapped(x, kept)
 
 def head_logits(head:nn.Module, feats, taps:list|None=None, what:str='this network'):
-    "Native logits of `head` on `feats` (what `walk_segments` returned); a head with `taps` reads those features, in that order"
+    ("Native logits of `head` on `feats` (what `walk_segments` returned); a head with `taps` reads those features, "
+     "in that order")
     if not taps: return head(_x(feats))
     miss = [p for p in taps if p not in feats.taps] if isinstance(feats, Tapped) else taps
     if miss: raise ValueError(f"The final head of {what} reads the features at positions {taps} (-1: the input); "
@@ -182,35 +204,42 @@ def head_logits(head:nn.Module, feats, taps:list|None=None, what:str='this netwo
 def exit_pos(self:MESSNet, key:str)->int:
     "Candidate position (index of the last segment run) of exit `key`; the final exit's is the last one"
     if key == FINAL:
-        if self.final_head is None: raise KeyError(f"This network was cut after candidate {len(self.segments) - 1} (depth): it has no final exit; its exits: {self.exit_keys}")
+        if self.final_head is None:
+            raise KeyError(f"This network was cut after candidate {len(self.segments) - 1} (depth): it has no final "
+                           f"exit; its exits: {self.exit_keys}")
         return len(self.segments) - 1
     if key not in self.heads: raise KeyError(f"No exit {key!r} attached; attached: {self.exit_keys}")
     return parse_exit_key(key)[0]
 
 @patch
 def exit_stride(self:MESSNet, key:str)->int:
-    "Output stride of exit `key`'s native logits (input size / their size): that of the features it reads, for the final exit its head's"
+    ("Output stride of exit `key`'s native logits (input size / their size): that of the features it reads, for the "
+     "final exit its head's")
     if key == FINAL and self.final_stride is not None: return self.final_stride
     return self.candidates[self.exit_pos(key)].stride
 
 @patch
 def check_input_size(self:MESSNet, size):
-    "A clear error if this network cannot take an input of `size` (H, W) (some converted decoders need multiples of their stride)"
+    ("A clear error if this network cannot take an input of `size` (H, W) (some converted decoders need multiples of "
+     "their stride)")
     m, (h, w) = self.input_multiple, (int(s) for s in size)
     if m > 1 and (h % m or w % m):
-        raise ValueError(f"Input size {(h, w)} does not suit {self.config['arch']}: height and width must be multiples of {m} "
+        raise ValueError(f"Input size {(h, w)} does not suit {self.config['arch']}: height and width must be "
+                         f"multiples of {m} "
                          f"(e.g. {(-(-h // m) * m, -(-w // m) * m)})")
 
 @patch
 def run_segments(self:MESSNet, x, start:int=0, end:int|None=None):
-    "Run segments `start..end` (inclusive; `end=None`: to the last) on `x`, the output of segment `start-1` (or the image); see `Tapped`"
+    ("Run segments `start..end` (inclusive; `end=None`: to the last) on `x`, the output of segment `start-1` (or the "
+     "image); see `Tapped`")
     end = len(self.segments) - 1 if end is None else end
     if start == 0 and self.input_multiple > 1 and not isinstance(x, Tapped): self.check_input_size(x.shape[-2:])
     return walk_segments(self.segments, x, start, end, self.final_taps)
 
 @patch
 def exit_logits(self:MESSNet, key:str, feats):
-    "Logits of exit `key` (or 'final') at its native resolution, from `feats`, what `run_segments` returned at `exit_pos(key)`"
+    ("Logits of exit `key` (or 'final') at its native resolution, from `feats`, what `run_segments` returned at "
+     "`exit_pos(key)`")
     if key != FINAL: return head_logits(self.heads[key], feats)
     return head_logits(self.final_head, feats, self.final_taps, f"this {self.config['arch']}")
 
@@ -219,7 +248,9 @@ def exit_logits(self:MESSNet, key:str, feats):
 def _final_native_stride(self:MESSNet, probe:int)->int:
     "Stride of the final head's native logits, measured on a `probe`-sized square input"
     training = self.training; self.eval()
-    try: lg = self.exit_logits(FINAL, self.run_segments(torch.zeros(1, 3, probe, probe, device=next(self.parameters()).device)))
+    try:
+        lg = self.exit_logits(FINAL, self.run_segments(torch.zeros(1, 3, probe, probe,
+                                                                   device=next(self.parameters()).device)))
     finally: self.train(training)
     return probe // lg.shape[-1]
 
@@ -230,11 +261,13 @@ def forward_exit(self:MESSNet, x, key:str=FINAL):
 
 # %% ../nbs/02b_model.ipynb #5a1c0001
 class ExitWalk:
-    "Iterate `(key, native logits)` over `keys` of `net` on batch `x` in depth order, each segment run once; `keep(idx)` shrinks the batch"
+    ("Iterate `(key, native logits)` over `keys` of `net` on batch `x` in depth order, each segment run once; "
+     "`keep(idx)` shrinks the batch")
     def __init__(self,
                  net:MESSNet,     # The network
                  x,               # Input batch (B, 3, H, W)
-                 keys=None,       # Exit keys to visit (any order; 'final' included or not); None: every attached exit and 'final'
+                 # Exit keys to visit (any order; 'final' included or not); None: every attached exit and 'final'
+                 keys=None,
                  positions=None,  # With `stops()`: stop at these positions instead of the exits' ones
                 ):
         keys = net.exit_keys if keys is None else list(keys)
@@ -246,13 +279,15 @@ class ExitWalk:
         self.net, self.feats, self.size = net, x, tuple(x.shape[-2:])
 
     def plan(self)->list:
-        "`[(start, end, keys)]`: the segment runs of the walk (segments `start..end`, each once) and the exits reached at each `end`"
+        ("`[(start, end, keys)]`: the segment runs of the walk (segments `start..end`, each once) and the exits "
+         "reached at each `end`")
         res, start = [], 0
         for pos in self.positions: res.append((start, pos, self.by_pos.get(pos, []))); start = pos + 1
         return res
 
     def stops(self):
-        "Yield `(position, features)` at each stop, running each segment once (the features of the images still in the batch)"
+        ("Yield `(position, features)` at each stop, running each segment once (the features of the images still "
+         "in the batch)")
         for start, end, _ in self.plan():
             self.feats = self.net.run_segments(self.feats, start, end)
             yield end, self.feats
@@ -275,7 +310,8 @@ def exit_walk(self:MESSNet, x, keys=None)->ExitWalk:
 @patch
 def forward(self:MESSNet, x):
     "Logits of every active exit and the final exit at the input size, as a dict in depth order"
-    keys = [k for k in self.heads if self.active is None or k in self.active] + [k for k in self.exit_keys if k == FINAL]
+    keys = [k for k in self.heads if self.active is None or k in self.active] + [k for k in self.exit_keys
+            if k == FINAL]
     return {k: upsample(lg, x.shape[-2:]) for k, lg in self.exit_walk(x, keys)}
 
 @patch
@@ -287,7 +323,8 @@ def features(self:MESSNet, x)->list:
 class SingleExitNet(nn.Module):
     "A `MESSNet` truncated at one exit: segments `0..pos`, that exit's head, upsampling to the input size"
     def __init__(self, segments:nn.ModuleList, head:nn.Module, key:str, native:bool=False,
-                 taps:list|None=None): # Positions whose outputs `head` reads, as `MESSNet.final_taps`; None: the last one's
+                 # Positions whose outputs `head` reads, as `MESSNet.final_taps`; None: the last one's
+                 taps:list|None=None):
         super().__init__()
         self.segments, self.head, self.key, self.native, self.taps = segments, head, key, native, taps
     def forward(self, x):
@@ -297,7 +334,8 @@ class SingleExitNet(nn.Module):
 
 @patch
 def truncate(self:MESSNet, key:str=FINAL, native:bool=False)->SingleExitNet:
-    "The network truncated at exit `key` (weights shared); its output is `forward_exit`'s, or the native logits if `native`"
+    ("The network truncated at exit `key` (weights shared); its output is `forward_exit`'s, or the native "
+     "logits if `native`")
     pos = self.exit_pos(key)
     head = self.final_head if key == FINAL else self.heads[key]
     return SingleExitNet(self.segments[:pos + 1], head, key, native, self.final_taps if key == FINAL else None)
@@ -306,7 +344,8 @@ def truncate(self:MESSNet, key:str=FINAL, native:bool=False)->SingleExitNet:
 @patch
 def pruned(self:MESSNet,
            keep,              # Exit keys to keep ('final' is always kept unless `final=False`)
-           final:bool=True,   # Keep the final exit; False: also drop the segments beyond the deepest kept exit, and the final head
+           # Keep the final exit; False: also drop the segments beyond the deepest kept exit, and the final head
+           final:bool=True,
           )->MESSNet:
     "A copy of the network holding only the exit heads in `keep` (and the final exit, unless `final=False`)"
     keep = [k for k in (keep if isinstance(keep, (list, tuple)) else [keep]) if k != FINAL]
@@ -335,12 +374,14 @@ def state_sha256(state:dict)->str:
     h = hashlib.sha256()
     for k, v in state.items():
         t = v.detach().cpu().contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
 @patch
 def save(self:MESSNet, path, overwrite:bool=False, meta:dict|None=None)->Path|None:
-    "Save weights, configuration, `meta` and the weights' SHA-256 to `path` (refuses to overwrite unless `overwrite`); in a distributed run only rank 0 writes"
+    ("Save weights, configuration, `meta` and the weights' SHA-256 to `path` (refuses to overwrite unless "
+     "`overwrite`); in a distributed run only rank 0 writes")
     if rank_distrib(): return None   # as fastai's `Learner.save`: the replicas are identical, one file is enough
     sd = self.state_dict()
     ck = {'format': CKPT_FORMAT, 'config': self.full_config(), 'meta': dict(meta or getattr(self, 'meta', None) or {}),
@@ -353,20 +394,26 @@ def read_checkpoint(path)->dict:
     if not path.exists(): raise FileNotFoundError(f"No MESSNet checkpoint at {path}")
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; expected a MESSNet checkpoint file")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:   # torch >= 2.6 words every failure 'Weights only load failed': only a refused global is a pickled object
+    # torch >= 2.6 words every failure 'Weights only load failed': only a refused global is a pickled object
+    except Exception as e:
         if any(s in str(e) for s in ('Unsupported global', 'GLOBAL ', 'Unsupported class')):
-            raise ValueError(f"{path} is not a MESSNet checkpoint: it holds pickled Python objects (a fastai Learner exported "
-                             "with learn.export? load it with fastai's load_learner); expected a file written by MESSNet.save") from None
-        raise ValueError(f"{path} is not a readable MESSNet checkpoint: the file is damaged or not a torch file ({type(e).__name__})") from None
+            raise ValueError(f"{path} is not a MESSNet checkpoint: it holds pickled Python objects (a fastai "
+                             f"Learner exported "
+                             "with learn.export? load it with fastai's load_learner); expected a file written by "
+                             "MESSNet.save") from None
+        raise ValueError(f"{path} is not a readable MESSNet checkpoint: the file is damaged or not a torch file "
+                         f"({type(e).__name__})") from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
         raise ValueError(f"{path} is not a MESSNet checkpoint (expected format {CKPT_FORMAT!r}, made by MESSNet.save)")
     if 'sha256' in ck and state_sha256(ck['state_dict']) != ck['sha256']:
-        raise ValueError(f"{path}: its weights do not match the checksum saved with them: the file is damaged or was altered")
+        raise ValueError(f"{path}: its weights do not match the checksum saved with them: the file is damaged "
+                         f"or was altered")
     return ck
 
 def config_diff(a:dict, b:dict)->list:
     "Human-readable differences between two `MESSNet.full_config()` dicts"
-    res = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k != 'exits' and a.get(k) != b.get(k)]
+    res = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k != 'exits'
+           and a.get(k) != b.get(k)]
     ea, eb = a.get('exits', []), b.get('exits', [])
     if (only := [e for e in ea if e not in eb]): res.append(f"exits only in the first: {only}")
     if (only := [e for e in eb if e not in ea]): res.append(f"exits only in the second: {only}")
@@ -387,7 +434,8 @@ def load_weights(self:MESSNet, path)->MESSNet:
     "Load the weights of checkpoint `path` into this network; a different configuration is an error naming it"
     ck = read_checkpoint(path)
     if (d := config_diff(ck['config'], self.full_config())):
-        raise ValueError(f"Checkpoint {path} was saved from a differently configured MESSNet (checkpoint vs this net): " + '; '.join(d))
+        raise ValueError(f"Checkpoint {path} was saved from a differently configured MESSNet (checkpoint vs this net): "
+                         + '; '.join(d))
     self.load_state_dict(ck['state_dict'])
     return self
 
@@ -417,7 +465,9 @@ def cost_table(self:MESSNet, size=defaults.size)->pd.DataFrame:
     for k in self.exit_keys:
         p = self.exit_pos(k)
         fl = count_flops(self.exit_logits, k, feats[p])
-        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, name=self.candidates[p].name, gflops=fl/1e9,
-                         params=n_params(self.final_head if k == FINAL else self.heads[k]), cum_gflops=seg_cum[p] + fl/1e9))
+        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, name=self.candidates[p].name,
+                         gflops=fl/1e9,
+                         params=n_params(self.final_head if k == FINAL else self.heads[k]), cum_gflops=seg_cum[p]
+                             + fl/1e9))
     self.train(training)
     return pd.DataFrame(rows)

@@ -34,7 +34,8 @@ def pixel_confidence(logits, # (B, C, H, W) class logits (torch)
 
 # %% ../nbs/04_policy.ipynb #b1c00011
 def _check_s(s):
-    if not (isinstance(s, int) and s >= 1 and s % 2 == 1): raise ValueError(f"edge dilation size s must be an odd int >= 1, got {s!r}")
+    if not (isinstance(s, int) and s >= 1 and s % 2 == 1):
+        raise ValueError(f"edge dilation size s must be an odd int >= 1, got {s!r}")
 
 def label_edges(labels, # (B, H, W) integer label map (torch)
                 s:int=1, # Size of the square dilation that grows the edges (odd; 1: none)
@@ -54,7 +55,8 @@ def window_median(conf, # (B, H, W) confidence map (torch)
                   k:int, # Window size (odd)
                   chunk:int=2**22, # Max number of gathered values at once (bounds memory at full resolution)
                  ):
-    "`conf` with the pixels in `mask` replaced by the lower median of the `k`x`k` window around them (clipped at the border)"
+    ("`conf` with the pixels in `mask` replaced by the lower median of the `k`x`k` window around them (clipped "
+     "at the border)")
     import torch, torch.nn.functional as F
     if not mask.any(): return conf
     r = k // 2
@@ -111,7 +113,8 @@ def confident_counts(conf, labels, # From `confidence_map`
                      th_pix,       # Pixel thresholds: a (T,) float32 tensor, or a number / list
                      exclude:int|None=None, # Predicted class whose pixels are not counted
                     )->tuple:
-    "`(confident (B, T), counted (B,))` int64 pixel counts: per image, the pixels reaching each threshold, and the pixels counted"
+    ("`(confident (B, T), counted (B,))` int64 pixel counts: per image, the pixels reaching each threshold, and the "
+     "pixels counted")
     import torch
     ok = confident_mask(conf, th_pix)
     if exclude is None: return ok.long().sum((2, 3)), torch.ones_like(labels).sum((1, 2))
@@ -143,8 +146,10 @@ def reached(conf,            # float32 image confidences (numpy), any shape
             th_grid,         # Image thresholds, sorted ascending
             offset:float=0., # Global threshold offset
            )->np.ndarray:
-    "How many thresholds of `th_grid` each confidence reaches: the image leaves at grid index j iff j < reached (`leaves`, vectorised)"
-    return np.searchsorted(np.array([threshold32(t, offset) for t in th_grid], np.float32), np.asarray(conf, np.float32), side='right')
+    ("How many thresholds of `th_grid` each confidence reaches: the image leaves at grid index j iff j < reached "
+     "(`leaves`, vectorised)")
+    return np.searchsorted(np.array([threshold32(t, offset) for t in th_grid], np.float32), np.asarray(conf,
+            np.float32), side='right')
 
 # %% ../nbs/04_policy.ipynb #b1c00028
 def _check_th(name, v):
@@ -157,15 +162,18 @@ def _check_th(name, v):
     return {k: float(x) for k, x in v.items()} if isinstance(v, dict) else float(v)
 
 class ExitPolicy:
-    "The MESS exit policy: per-pixel confidence with edge-aware correction, per-exit `th_pix` and `th_img`, a global offset"
+    ("The MESS exit policy: per-pixel confidence with edge-aware correction, per-exit `th_pix` and `th_img`, a "
+     "global offset")
     def __init__(self,
                  th_pix=defaults.th_pix, # Pixel-confidence threshold: a number, or a dict {exit key: number}
                  th_img=defaults.th_img, # Image-confidence threshold (share of confident pixels): number or dict
                  edge:bool=True,    # Edge-aware correction on/off
-                 s:int=3,           # Size of the dilation growing the label edges (pixels of the map the policy runs on)
+                 # Size of the dilation growing the label edges (pixels of the map the policy runs on)
+                 s:int=3,
                  window:int|None=None, # Median window; None: 5 at native resolution, 4*stride+1 at full resolution
                  kind:str='top1',   # Pixel confidence: 'top1' (paper) or 'entropy'
-                 at:str='native',   # Run on the exit's 'native' (feature-resolution) logits or the 'full' upsampled ones
+                 # Run on the exit's 'native' (feature-resolution) logits or the 'full' upsampled ones
+                 at:str='native',
                  exclude:int|None=None, # Predicted class whose pixels are not counted (e.g. void)
                  offset:float=0.,   # Global offset added to every exit's `th_img` (online control moves it)
                 ):
@@ -178,11 +186,13 @@ class ExitPolicy:
         except (TypeError, ValueError): ok = False
         if not ok: raise ValueError(f"offset must be a finite number, got {offset!r}")
         self.th_pix, self.th_img = _check_th('th_pix', th_pix), _check_th('th_img', th_img)
-        self.edge, self.s, self.window, self.kind, self.at, self.exclude, self.offset = edge, s, window, kind, at, exclude, offset
+        self.edge, self.s, self.window, self.kind = edge, s, window, kind
+        self.at, self.exclude, self.offset = at, exclude, offset
 
     def thresholds(self, key:str)->tuple:
         "`(th_pix, th_img)` of exit `key` (`th_img` as chosen, without the offset)"
-        return tuple(float(v.get(key, max(v.values())) if isinstance(v, dict) else v) for v in (self.th_pix, self.th_img))
+        return tuple(float(v.get(key, max(v.values())) if isinstance(v, dict) else v) for v in (self.th_pix,
+                self.th_img))
 
     def window_for(self, stride:int)->int:
         "Median window size for an exit of output stride `stride` at the resolution the policy runs on"
@@ -210,21 +220,24 @@ class ExitPolicy:
 
     def to_dict(self)->dict:
         "The policy's settings as a JSON-friendly dict (`ExitPolicy(**d)` rebuilds it)"
-        return dict(th_pix=self.th_pix, th_img=self.th_img, edge=self.edge, s=self.s, window=self.window, kind=self.kind,
+        return dict(th_pix=self.th_pix, th_img=self.th_img, edge=self.edge, s=self.s, window=self.window,
+                    kind=self.kind,
                     at=self.at, exclude=self.exclude, offset=self.offset)
 
     def __eq__(self, other): return isinstance(other, ExitPolicy) and self.to_dict() == other.to_dict()
 
     def __repr__(self):
         return (f"ExitPolicy(th_pix={self.th_pix}, th_img={self.th_img}, edge={self.edge}, s={self.s}, "
-                f"window={self.window}, kind={self.kind!r}, at={self.at!r}, exclude={self.exclude}, offset={self.offset:g})")
+                f"window={self.window}, kind={self.kind!r}, at={self.at!r}, exclude={self.exclude}, "
+                f"offset={self.offset:g})")
 
 # %% ../nbs/04_policy.ipynb #b1c00037
 COST_SCALE = dict(latency=1e6, flops=1e9)   # integer cost units per ms (1 ns) and per GFLOP (1 FLOP)
 
 @dataclass
 class ExitCosts:
-    "Cost pieces per exit key: leaving there (with its check), passing it (head + check), answering there alone (budgeted)"
+    ("Cost pieces per exit key: leaving there (with its check), passing it (head + check), answering there "
+     "alone (budgeted)")
     kind:str      # 'latency' (ms) or 'flops' (GFLOPs)
     leave:dict    # early exit -> cost of an image leaving there (its check included), all earlier costs excluded
     visit:dict    # early exit -> cost of passing it without leaving (head + check)
@@ -233,7 +246,8 @@ class ExitCosts:
     backbone:dict|None=None  # every exit (final too) -> cost of the segments up to its position (what an audit saves)
 
     def __post_init__(self):
-        if self.kind not in COST_SCALE: raise ValueError(f"cost kind must be one of {list(COST_SCALE)}, got {self.kind!r}")
+        if self.kind not in COST_SCALE:
+            raise ValueError(f"cost kind must be one of {list(COST_SCALE)}, got {self.kind!r}")
 
     def units(self, v)->int:
         "Cost `v` (ms or GFLOPs) in integer units"
@@ -254,7 +268,8 @@ class ExitCosts:
         return sum(int(hist.get(k, 0)) * u for k, u in zip(list(exits) + [FINAL], self.chain_units(exits)))
 
     def budgeted(self, key:str)->float:
-        "Cost (ms or GFLOPs) of the budgeted network ending at exit `key`, rounded to the integer units as every cost is"
+        ("Cost (ms or GFLOPs) of the budgeted network ending at exit `key`, rounded to the integer units as "
+         "every cost is")
         return self.units(self.budget[key]) / COST_SCALE[self.kind]
 
     def mean(self, exits, hist:dict)->float:
@@ -266,14 +281,16 @@ class ExitCosts:
     def audit(self, key:str)->float:
         "Extra cost (ms or GFLOPs) of auditing an image that left at `key`: the rest of the backbone and the final head"
         if key == FINAL: return 0.
-        if self.backbone is None: raise ValueError("These costs have no backbone pieces: make them with LatencyProfile.costs or flops_costs")
+        if self.backbone is None:
+            raise ValueError("These costs have no backbone pieces: make them with LatencyProfile.costs or flops_costs")
         return (self.units(self.budget[FINAL]) - self.units(self.backbone[key])) / COST_SCALE[self.kind]
 
     def to_dict(self)->dict: return asdict(self)
 
 # %% ../nbs/04_policy.ipynb #b1c00041
 class RiskController:
-    "Online risk control of a deployed early-exit network: random audits, theta <- theta + gamma (loss - alpha), a trace and a drift flag"
+    ("Online risk control of a deployed early-exit network: random audits, theta <- theta + gamma (loss - alpha), a "
+     "trace and a drift flag")
     def __init__(self,
                  alpha:float=defaults.alpha, # Target: the long-run share of pixels that disagree with the final exit
                  p:float=0.1,               # Share of frames audited (also run to the final exit), chosen at random
@@ -307,15 +324,19 @@ class RiskController:
         return self._pending
 
     def record(self, exit:str, conf:float=float('nan'), loss:float|None=None)->dict:
-        "Take the outcome of the frame just decided: the exit it took, its confidence, and (if audited) its disagreement"
+        ("Take the outcome of the frame just decided: the exit it took, its confidence, and (if audited) its "
+         "disagreement")
         audited = self._pending if self._pending is not None else loss is not None
         self._pending = None
-        if audited and loss is None: raise ValueError("this frame was drawn for an audit: pass its loss (its disagreement with the final exit)")
-        row = dict(frame=self.frames, exit=exit, conf=float(conf), audited=bool(audited), loss=float(loss) if audited else float('nan'),
+        if audited and loss is None:
+            raise ValueError("this frame was drawn for an audit: pass its loss (its disagreement with the final exit)")
+        row = dict(frame=self.frames, exit=exit, conf=float(conf), audited=bool(audited), loss=float(loss) if audited
+                   else float('nan'),
                    theta=self.theta)
         if audited:
             self.audits += 1; self.loss_sum += float(loss); self.recent.append(float(loss))
-            self.theta = min(max(self.theta + self.gamma * (float(loss) - self.alpha), self.theta_range[0]), self.theta_range[1])
+            self.theta = min(max(self.theta + self.gamma * (float(loss) - self.alpha), self.theta_range[0]),
+                             self.theta_range[1])
             self.over = self.over + 1 if self.window_risk > self.alpha + self.margin else 0
             self.flag = self.over >= self.patience if not self.flag else self.window_risk > self.alpha + self.margin
         row |= dict(theta_after=self.theta, risk=self.risk, window_risk=self.window_risk, flag=self.flag)
@@ -334,18 +355,22 @@ class RiskController:
 
     def to_dict(self)->dict:
         "The whole state, JSON-friendly: settings, offset, counters, window and the random stream (not the trace)"
-        return dict(alpha=self.alpha, p=self.p, gamma=self.gamma, theta=self.theta, theta_range=list(self.theta_range), window=self.window,
+        return dict(alpha=self.alpha, p=self.p, gamma=self.gamma, theta=self.theta, theta_range=list(self.theta_range),
+                    window=self.window,
                     margin=self.margin, patience=self.patience, seed=self.seed, frames=self.frames, audits=self.audits,
-                    loss_sum=self.loss_sum, over=self.over, flag=self.flag, recent=list(self.recent), rng=self.rng.bit_generator.state)
+                    loss_sum=self.loss_sum, over=self.over, flag=self.flag, recent=list(self.recent),
+                        rng=self.rng.bit_generator.state)
 
     @classmethod
     def from_dict(cls, d:dict)->RiskController:
         "A controller that continues from a state saved with `to_dict`"
-        c = cls(d['alpha'], d['p'], d['gamma'], d['theta'], d['theta_range'], d['window'], d['margin'], d['patience'], d['seed'])
+        c = cls(d['alpha'], d['p'], d['gamma'], d['theta'], d['theta_range'], d['window'], d['margin'], d['patience'],
+                d['seed'])
         c.frames, c.audits, c.loss_sum, c.over, c.flag = d['frames'], d['audits'], d['loss_sum'], d['over'], d['flag']
         c.recent.extend(d['recent']); c.rng.bit_generator.state = d['rng']
         return c
 
     def __repr__(self):
-        return (f"RiskController(alpha={self.alpha:g}, p={self.p:g}, gamma={self.gamma:g}: theta={self.theta:+.3f} after {self.frames} frames, "
+        return (f"RiskController(alpha={self.alpha:g}, p={self.p:g}, gamma={self.gamma:g}: theta={self.theta:+.3f} "
+                f"after {self.frames} frames, "
                 f"{self.audits} audits, risk {self.risk:.4f}{', FLAG' if self.flag else ''})")

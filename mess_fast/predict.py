@@ -32,8 +32,10 @@ class EarlyExitPredictor:
                  exits=None,          # Chosen exit keys (a subset of `net.heads`); None: all attached heads
                  policy:ExitPolicy|None=None, # The exit policy; None: `ExitPolicy()` defaults
                  dls=None,            # fastai `DataLoaders` whose transforms prepare file paths / PIL images
-                 device=None,         # Device to run on; None: the network's (another device: the predictor runs a copy)
-                 budget:str|None=None, # Budgeted deployment: always answer at this exit (no policy), unless told otherwise
+                 # Device to run on; None: the network's (another device: the predictor runs a copy)
+                 device=None,
+                 # Budgeted deployment: always answer at this exit (no policy), unless told otherwise
+                 budget:str|None=None,
                 ):
         exits = list(net.heads) if exits is None else [e for e in listify(exits) if e != FINAL]
         if budget is not None: net.exit_pos(budget)   # a clear error for an exit that is not attached
@@ -45,11 +47,13 @@ class EarlyExitPredictor:
                 raise KeyError(f"The policy's {n} has no threshold for exits {miss}; it has {list(v)}")
         self.exits = sorted(exits, key=net.exit_pos) + ([FINAL] if FINAL in net.exit_keys else [])
         if budget is None and FINAL not in net.exit_keys:
-            raise ValueError("This network was cut short (no final exit): it can only be deployed budgeted at one of its exits")
+            raise ValueError("This network was cut short (no final exit): it can only be deployed budgeted at one "
+                             "of its exits")
         here = next(net.parameters()).device
         self.device = torch.device(device) if device is not None else here
         self.net = net if self.device == here else copy.deepcopy(net).to(self.device)
-        self.policy, self.dls, self.budget = ExitPolicy(**(policy or ExitPolicy()).to_dict()), dls, budget   # its own copy: the offset may move
+        # its own copy: the offset may move
+        self.policy, self.dls, self.budget = ExitPolicy(**(policy or ExitPolicy()).to_dict()), dls, budget
         self.reset_stats()
 
     def reset_stats(self):
@@ -68,13 +72,15 @@ def _prep(self:EarlyExitPredictor, x):
     if not isinstance(x, torch.Tensor): raise TypeError(f"Expected an image tensor, got {type(x).__name__}")
     if x.ndim == 3: x = x[None]
     if x.ndim != 4 or x.shape[1] != 3 or min(x.shape[-2:]) < 8:
-        raise ValueError(f"Expected an image batch of shape (B, 3, H, W) or one image (3, H, W) with H, W >= 8, got shape {tuple(x.shape)}")
+        raise ValueError(f"Expected an image batch of shape (B, 3, H, W) or one image (3, H, W) with H, W >= 8, got "
+                         f"shape {tuple(x.shape)}")
     if not x.is_floating_point(): raise TypeError(f"Expected a normalised float image tensor, got dtype {x.dtype}")
     return x.to(self.device)
 
 @contextmanager
 def evaluating(net):
-    "The network in evaluation mode for the duration of the block (and, if it was training, back in training mode after it)"
+    ("The network in evaluation mode for the duration of the block (and, if it was training, back in training "
+     "mode after it)")
     was = net.training
     if was: net.eval()
     try: yield net
@@ -97,9 +103,11 @@ def predict_batch(self:EarlyExitPredictor,
                   x,                      # Normalised image batch (B, 3, H, W), or one image (3, H, W)
                   exit_key:str|None=None, # Budgeted mode: always answer at this exit (any attached one)
                   logits:bool=False,      # Also return the full-size logits of the exit taken
-                  audit=None,             # Bool per image: also run these to the final exit and measure the answer's disagreement with it
+                  # Bool per image: also run these to the final exit and measure the answer's disagreement with it
+                  audit=None,
                  )->dict:
-    "Masks (B,H,W), exit taken, image confidence (nan where no decision was made) and audited disagreement (nan where none) per image"
+    ("Masks (B,H,W), exit taken, image confidence (nan where no decision was made) and audited disagreement (nan where "
+     "none) per image")
     x = self._prep(x)
     B, size, net = x.shape[0], x.shape[-2:], self.net
     exit_key = exit_key or self.budget
@@ -116,7 +124,8 @@ def predict_batch(self:EarlyExitPredictor,
         walk = net.exit_walk(x, chain)
         for key, nat in walk:
             if key == FINAL or exit_key is not None:   # everybody leaves: no decision to make, the policy does not run
-                leave, c, full = torch.ones(len(idx), dtype=torch.bool, device=self.device), torch.full((len(idx),), float('nan'), device=self.device), None
+                leave, c, full = torch.ones(len(idx), dtype=torch.bool, device=self.device), torch.full((len(idx),),
+                        float('nan'), device=self.device), None
             else: leave, c, full = self._decide(key, nat, size)
             sel = leave.nonzero()[:, 0]
             if len(sel):
@@ -135,13 +144,16 @@ def predict_batch(self:EarlyExitPredictor,
 # %% ../nbs/04a_predict.ipynb #5e000002
 @patch
 def _audit(self:EarlyExitPredictor, walk, key, sel, rows, masks, aud, size):
-    "Disagreement with the final exit of the images `rows` leaving at `key` (nan for the unaudited ones); they continue from the walk's features"
+    ("Disagreement with the final exit of the images `rows` leaving at `key` (nan for the unaudited ones); they "
+     "continue from the walk's features")
     net, out = self.net, torch.full((len(rows),), float('nan'), dtype=torch.float64)
     if key == FINAL: out[aud[rows.cpu()]] = 0.; return out
     a = aud[rows.cpu()].nonzero()[:, 0]
-    fin = net.exit_logits(FINAL, net.run_segments(walk.feats[sel.to(self.device)[a.to(self.device)]], net.exit_pos(key) + 1))
+    fin = net.exit_logits(FINAL, net.run_segments(walk.feats[sel.to(self.device)[a.to(self.device)]], net.exit_pos(key)
+                                                  + 1))
     diff = (class_argmax(upsample(fin, size)) != masks[rows[a.to(self.device)]]).flatten(1)
-    out[a] = (diff.sum(1).double() / diff.shape[1]).cpu()   # integer count / pixels in float64: the same number in every runtime
+    # integer count / pixels in float64: the same number in every runtime
+    out[a] = (diff.sum(1).double() / diff.shape[1]).cpu()
     return out
 
 # %% ../nbs/04a_predict.ipynb #aaba5ea9
@@ -172,7 +184,8 @@ def _batches(self:EarlyExitPredictor, items):
         for b in items: yield b[0], (b[1] if len(b) > 1 else None)
         return
     items = listify(items)
-    if items and all(isinstance(i, torch.Tensor) for i in items): yield torch.stack([plain(i) for i in items]), None; return
+    if items and all(isinstance(i, torch.Tensor) for i in items):
+        yield torch.stack([plain(i) for i in items]), None; return
     if items and all(isinstance(i, tuple) and isinstance(i[0], torch.Tensor) for i in items):   # (x, y) or (x,) batches
         for b in items: yield b[0], (b[1] if len(b) > 1 else None)
         return
@@ -181,10 +194,13 @@ def _batches(self:EarlyExitPredictor, items):
         return
     inp = (getattr(self.net, 'meta', None) or {}).get('input')
     if inp is None:
-        raise ValueError("Predicting on file paths or PIL images needs the input size and normalisation: pass the training "
-                         "DataLoaders (EarlyExitPredictor(net, exits, policy, dls=dls)), or use a network made by mess_learner")
+        raise ValueError("Predicting on file paths or PIL images needs the input size and normalisation: pass "
+                         "the training "
+                         "DataLoaders (EarlyExitPredictor(net, exits, policy, dls=dls)), or use a network made by "
+                         "mess_learner")
     for i in range(0, len(items), 8):   # the same preparation as the validation transforms, without fastai
-        yield torch.from_numpy(np.stack([prepare_image(o, inp['size'], inp['mean'], inp['std']) for o in items[i:i+8]])), None
+        yield torch.from_numpy(np.stack([prepare_image(o, inp['size'], inp['mean'], inp['std']) for o in items[i:i
+                +8]])), None
 
 @patch
 def predict(self:EarlyExitPredictor,
@@ -225,9 +241,11 @@ def evaluate(self:EarlyExitPredictor,
              exit_key:str|None=None,  # Budgeted mode at this exit
              void:int|None=None,      # Void label; default: `dl`'s `void_code`
              progress:bool=False,     # Show a progress bar
-             controller:RiskController|None=None, # Online control: its audits and threshold offset, frame by frame (the frames of `dl` are a stream)
+             # Online control: its audits and threshold offset, frame by frame (the frames of `dl` are a stream)
+             controller:RiskController|None=None,
             )->dict:
-    "mIoU, confusion matrix, exit histogram and latency per image (batch size 1, audits included) of the predictor on `dl`"
+    ("mIoU, confusion matrix, exit histogram and latency per image (batch size 1, audits included) of the "
+     "predictor on `dl`")
     void, n = self._void_of(dl, void), self.net.n_classes
     cm, hist, lat, taken = torch.zeros(n, n, dtype=torch.long), Counter(), [], []
     self.reset_stats()
@@ -239,14 +257,16 @@ def evaluate(self:EarlyExitPredictor,
                 t = time.perf_counter()
                 if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
                 r = self.predict_batch(xb[i:i+1], exit_key=exit_key, audit=[a] if controller is not None else None)
-                if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+                if controller is not None:
+                    controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
                 lat.append(time.perf_counter() - t)
                 hist[r['exits'][0]] += 1; taken.append(r['exits'][0])
                 if yb is not None: cm += confusion(r['masks'].cpu(), plain(yb[i:i+1]).cpu(), n, void)
     finally: self.policy.offset = offset0   # the controller's offset lives in the controller, not in the predictor
     lat = np.array(lat) * 1e3
     pol = sum(self.policy_time.values()) / max(len(lat), 1) * 1e3
-    return dict(miou=miou(cm, void) if cm.sum() else float('nan'), hist={k: hist[k] for k in dict.fromkeys(self.exits + [exit_key or self.budget]) if k and hist[k]},
+    return dict(miou=miou(cm, void) if cm.sum() else float('nan'), hist={k: hist[k] for k in dict.fromkeys(self.exits
+            + [exit_key or self.budget]) if k and hist[k]},
                 latency_ms=float(lat.mean()), latency_median_ms=float(np.median(lat)), policy_ms=pol, n=len(lat), cm=cm,
                 exits=taken, trace=controller.trace[-len(lat):] if controller is not None else None)
 
@@ -255,10 +275,12 @@ def evaluate(self:EarlyExitPredictor,
 def save(self:EarlyExitPredictor, path, overwrite:bool=False, prune:bool=True):
     "Save the network (only the chosen heads if `prune`) with the chosen exits and the policy, to one checkpoint"
     if not prune: net = self.net
-    elif self.budget is not None: net = self.net.pruned([self.budget], final=self.budget == FINAL)   # nothing beyond the budget
+    # nothing beyond the budget
+    elif self.budget is not None: net = self.net.pruned([self.budget], final=self.budget == FINAL)
     else: net = self.net.pruned(self.exits)
     exits = [] if self.budget is not None else self.exits[:-1]
-    meta = dict(getattr(self.net, 'meta', None) or {}) | dict(predictor=dict(exits=exits, policy=self.policy.to_dict(), budget=self.budget))
+    meta = dict(getattr(self.net, 'meta', None) or {}) | dict(predictor=dict(exits=exits, policy=self.policy.to_dict(),
+            budget=self.budget))
     return net.save(path, overwrite=overwrite, meta=meta)
 
 @patch(cls_method=True)
@@ -266,21 +288,30 @@ def load(cls:EarlyExitPredictor, path, dls=None, device=None)->EarlyExitPredicto
     "A ready predictor from a checkpoint written by `EarlyExitPredictor.save`"
     net = MESSNet.load(path)
     d = net.meta.get('predictor')
-    if d is None: raise ValueError(f"{path} holds a MESSNet but no deployed predictor (made by EarlyExitPredictor.save); use MESSNet.load")
+    if d is None:
+        raise ValueError(f"{path} holds a MESSNet but no deployed predictor (made by EarlyExitPredictor.save); use "
+                         f"MESSNet.load")
     return cls(net, d['exits'], ExitPolicy(**d['policy']), dls=dls, device=device, budget=d['budget'])
 
 # %% ../nbs/04a_predict.ipynb #5e000011
 def deployed_checkpoint(run_or_model)->Path:
-    "The deployed checkpoint of `run_or_model`: a checkpoint file, a search folder with deployed.pth, or a run folder (its latest search)"
+    ("The deployed checkpoint of `run_or_model`: a checkpoint file, a search folder with deployed.pth, or a run folder "
+     "(its latest search)")
     p = Path(run_or_model)
     if p.is_file():
-        if p.suffix == '.pkl': raise ValueError(f"{p}: is a fastai Learner export (load it with fastai's load_learner); expected a deployed "
+        if p.suffix == '.pkl':
+            raise ValueError(f"{p}: is a fastai Learner export (load it with fastai's load_learner); "
+                             f"expected a deployed "
                                                 "network: search/deployed.pth of a run, or the run folder itself")
         return p
-    if not p.is_dir(): raise FileNotFoundError(f"{p}: no such file or folder; expected a deployed checkpoint or a `mess_fast train` run folder")
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such file or folder; expected a deployed checkpoint or a `mess_fast "
+                                f"train` run folder")
     if (p/'deployed.pth').is_file(): return p/'deployed.pth'
     found = sorted(p.glob('search*/deployed.pth'), key=lambda f: f.stat().st_mtime)
-    if not found: raise FileNotFoundError(f"{p}: no deployed.pth here or in a search folder; run `mess_fast search` on the run first")
+    if not found:
+        raise FileNotFoundError(f"{p}: no deployed.pth here or in a search folder; run `mess_fast search` on "
+                                f"the run first")
     return found[-1]
 
 # %% ../nbs/04a_predict.ipynb #abf747b5
@@ -296,12 +327,14 @@ def policy_report(net:MESSNet,        # Trained multi-exit network
                  )->pd.DataFrame:
     "mIoU, mean latency and exit histogram of the early-exit predictor at each `th_img`, plus the full network"
     full = EarlyExitPredictor(net, exits).evaluate(dl, exit_key=FINAL, void=void)
-    rows = [dict(mode='full network', th_img=None, miou=full['miou'], latency_ms=full['latency_ms'], policy_ms=full['policy_ms'],
+    rows = [dict(mode='full network', th_img=None, miou=full['miou'], latency_ms=full['latency_ms'],
+                 policy_ms=full['policy_ms'],
                  hist={FINAL: full['n']})]
     for t in (progress_bar(th_imgs, leave=False) if progress else th_imgs):
         p = EarlyExitPredictor(net, exits, ExitPolicy(th_pix, t, edge=edge, **kwargs))
         r = p.evaluate(dl, void=void)
-        rows.append(dict(mode='early exit', th_img=t, miou=r['miou'], latency_ms=r['latency_ms'], policy_ms=r['policy_ms'], hist=r['hist']))
+        rows.append(dict(mode='early exit', th_img=t, miou=r['miou'], latency_ms=r['latency_ms'],
+                         policy_ms=r['policy_ms'], hist=r['hist']))
     df = pd.DataFrame(rows)
     df['miou_delta_pp'] = (df.miou - full['miou']) * 100
     df['speedup'] = full['latency_ms'] / df.latency_ms

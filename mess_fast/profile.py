@@ -79,9 +79,11 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
         lg = nats[k] if policy.at == 'native' else upsample(nats[k], size)
         jobs.append(('policy', k, p, lambda k=k, lg=lg, st=st: policy(lg, k, st)))
     up = upsample(nats[FINAL], size)
-    # the predictor's own cost: one budgeted run minus its pieces, at the earliest exit (the smallest, least noisy difference)
+    # the predictor's own cost: one budgeted run minus its pieces, at the earliest exit (the smallest, least noisy
+    # difference)
     k0 = min(pred.exits, key=lambda k: (net.exit_pos(k), k == FINAL))
-    jobs += [('upsample', 'upsample', None, lambda: upsample(nats[FINAL], size)), ('decode', 'argmax', None, lambda: class_argmax(up)),
+    jobs += [('upsample', 'upsample', None, lambda: upsample(nats[FINAL], size)), ('decode', 'argmax', None,
+            lambda: class_argmax(up)),
              ('overhead', 'predictor', None, lambda: pred.predict_batch(x, exit_key=k0))]
     times = np.zeros((reps, len(jobs)))
     with torch.no_grad():
@@ -90,15 +92,20 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
         for r in (progress_bar(range(reps), leave=False) if progress else range(reps)):
             for j, (_, _, _, f) in enumerate(jobs): times[r, j] = time_it(f, 0, 1, dev)[0]
     col = {(kind, key): j for j, (kind, key, _, _) in enumerate(jobs)}
-    pieces = [('segment', f'segment{net.exit_pos(k0)}'), ('final' if k0 == FINAL else 'head', k0), ('upsample', 'upsample'), ('decode', 'argmax')]
-    times[:, col['overhead', 'predictor']] -= sum(times[:, col[c]] for c in pieces)   # the whole run minus its pieces, per round
-    df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j, (kind, key, pos, _) in enumerate(jobs)])
+    pieces = [('segment', f'segment{net.exit_pos(k0)}'), ('final' if k0 == FINAL else 'head', k0), ('upsample',
+            'upsample'), ('decode', 'argmax')]
+    # the whole run minus its pieces, per round
+    times[:, col['overhead', 'predictor']] -= sum(times[:, col[c]] for c in pieces)
+    df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j, (kind, key, pos,
+            _) in enumerate(jobs)])
     sg = df.kind == 'segment'
     df['cum_ms'] = df.ms.where(sg)                                          # chains 0..i
     df.loc[sg, 'ms'] = np.diff(df.cum_ms[sg].to_numpy(), prepend=0.).clip(min=0)   # one segment: difference of chains
     ct = net.cost_table(size).set_index('key')
-    df['gflops'] = [ct.gflops[k] if kind in ('segment', 'head', 'final') else np.nan for k, kind in zip(df.key, df.kind)]
-    meta = dict(device=_device_name(dev), torch=torch.__version__, size=list(size), bs=bs, threads=torch.get_num_threads(),
+    df['gflops'] = [ct.gflops[k] if kind in ('segment', 'head', 'final') else np.nan for k, kind in zip(df.key,
+            df.kind)]
+    meta = dict(device=_device_name(dev), torch=torch.__version__, size=list(size), bs=bs,
+                threads=torch.get_num_threads(),
                 warmup=warmup, reps=reps, net=net.full_config(), policy=repr(policy), policy_at=policy.at,
                 n_candidates=n, created=datetime.datetime.now().isoformat(timespec='seconds'))
     return LatencyProfile(df, meta)
@@ -110,7 +117,8 @@ class LatencyProfile:
 
     def __repr__(self):
         m = self.meta
-        return f"LatencyProfile({m['device']}, torch {m['torch']}, size={tuple(m['size'])}, bs={m['bs']}, threads={m['threads']}, {len(self.table)} rows)"
+        return (f"LatencyProfile({m['device']}, torch {m['torch']}, size={tuple(m['size'])}, bs={m['bs']}, "
+                f"threads={m['threads']}, {len(self.table)} rows)")
 
     def ms(self, kind:str, key:str)->float:
         "Median latency (ms) of row (`kind`, `key`)"
@@ -142,28 +150,34 @@ class LatencyProfile:
         return head + up + (self.ms('policy', key) if policy else 0.)
 
     def exit_latency(self, key:str, policy:bool=False)->float:
-        "Latency (ms) of answering at exit `key`: segments up to its position + head + decoding + the predictor's overhead (+ the policy check that let the image leave, if `policy`)"
+        ("Latency (ms) of answering at exit `key`: segments up to its position + head + decoding + the predictor's "
+         "overhead (+ the policy check that let the image leave, if `policy`)")
         up = 0. if policy and self.meta['policy_at'] == 'full' else self.ms('upsample', 'upsample')
-        return (self.backbone_latency(self._pos(key)) + self.visit_latency(key, policy) + up + self.ms('decode', 'argmax')
+        return (self.backbone_latency(self._pos(key)) + self.visit_latency(key, policy) + up + self.ms('decode',
+                'argmax')
                 + self.overhead())
 
     def costs(self, keys=None)->ExitCosts:
         "The `ExitCosts` (milliseconds) of the exits `keys` (default: every profiled exit), for the policy's cost rule"
         keys = self.exit_keys if keys is None else list(keys)
-        if (miss := [k for k in keys if k not in self.exit_keys]): raise KeyError(f"The latency profile has no rows for exits {miss}: profile the same network")
+        if (miss := [k for k in keys if k not in self.exit_keys]):
+            raise KeyError(f"The latency profile has no rows for exits {miss}: profile the same network")
         heads = [k for k in keys if k != FINAL]
-        return ExitCosts('latency', {k: self.exit_latency(k, policy=True) for k in heads}, {k: self.visit_latency(k) for k in heads},
+        return ExitCosts('latency', {k: self.exit_latency(k, policy=True) for k in heads}, {k: self.visit_latency(k)
+                for k in heads},
                          self.exit_latency(FINAL), {k: self.exit_latency(k) for k in keys},
                          {k: self.backbone_latency(self._pos(k)) for k in keys})
 
     def predict_latency(self, exits, hist)->float:
-        "Expected mean latency (ms) per image when images leave the chosen `exits` as counted in `hist` ({key: n} or list)"
+        ("Expected mean latency (ms) per image when images leave the chosen `exits` as counted in `hist` "
+         "({key: n} or list)")
         chain = sorted([e for e in listify(exits) if e != FINAL], key=self._pos) + [FINAL]
         if not isinstance(hist, dict):
             hist = list(hist)
             if len(hist) != len(chain): raise ValueError(f"hist has {len(hist)} counts for {len(chain)} exits {chain}")
             hist = dict(zip(chain, hist))
-        if (bad := [k for k in hist if k not in chain]): raise KeyError(f"hist names exits {bad} that are not among the chosen {chain}")
+        if (bad := [k for k in hist if k not in chain]):
+            raise KeyError(f"hist names exits {bad} that are not among the chosen {chain}")
         return self.costs(chain).mean(chain[:-1], hist)
 
     def summary(self)->pd.DataFrame:
@@ -174,7 +188,8 @@ class LatencyProfile:
             pos, lat = self._pos(k), self.exit_latency(k)
             head = self.table[(self.table.key == k) & self.table.kind.isin(['head', 'final'])].iloc[0]
             rows.append(dict(key=k, pos=pos, gflops=float(sg.gflops[sg.pos <= pos].sum() + head.gflops), latency_ms=lat,
-                             backbone_ms=self.backbone_latency(pos), head_ms=float(head.ms), policy_ms=self.ms('policy', k),
+                             backbone_ms=self.backbone_latency(pos), head_ms=float(head.ms), policy_ms=self.ms('policy',
+                                     k),
                              policy_share=self.ms('policy', k) / lat))
         return pd.DataFrame(rows)
 
@@ -195,42 +210,54 @@ def check(self:LatencyProfile, size=None, bs:int|None=None, device=None, src='th
     "Error if `size`/`bs` differ from the profile's; warn if `device`, torch version or threads differ from now"
     m = self.meta
     if size is not None and list(size) != list(m['size']):
-        raise ValueError(f"{src} was measured at input size {tuple(m['size'])}, not {tuple(size)}: profile again at this size")
+        raise ValueError(f"{src} was measured at input size {tuple(m['size'])}, not {tuple(size)}: profile again "
+                         f"at this size")
     if bs is not None and bs != m['bs']:
         raise ValueError(f"{src} was measured at batch size {m['bs']}, not {bs}: profile again at this batch size")
     if device is None: return self
     if _device_name(device) != m['device']:
-        warnings.warn(f"{src} was measured on {m['device']}, not on {_device_name(device)}: its latencies may not apply")
-    if m['torch'] != torch.__version__: warnings.warn(f"{src} was measured with torch {m['torch']}, this is {torch.__version__}")
+        warnings.warn(f"{src} was measured on {m['device']}, not on {_device_name(device)}: "
+                      "its latencies may not apply")
+    if m['torch'] != torch.__version__:
+        warnings.warn(f"{src} was measured with torch {m['torch']}, this is {torch.__version__}")
     if m['threads'] != torch.get_num_threads():
-        warnings.warn(f"{src} was measured with {m['threads']} threads, torch now uses {torch.get_num_threads()} (torch.set_num_threads)")
+        warnings.warn(f"{src} was measured with {m['threads']} threads, torch now uses {torch.get_num_threads()} "
+                      f"(torch.set_num_threads)")
     return self
 
-def _damaged(path, what): return ValueError(f"{path} is not a valid mess_fast latency profile: {what} (re-create it with profile_net(...).save)")
+def _damaged(path, what):
+    return ValueError(f"{path} is not a valid mess_fast latency profile: {what} (re-create it with "
+                      f"profile_net(...).save)")
 
 @patch(cls_method=True)
 def load(cls:LatencyProfile, path, size=None, bs:int|None=None,
          device='cpu',  # Device the profile will be used on (warnings if it differs); None: no device/version checks
         )->LatencyProfile:
-    "Read a profile saved with `LatencyProfile.save`, validated, and checked against `size`, `bs` and `device` (see `check`)"
+    ("Read a profile saved with `LatencyProfile.save`, validated, and checked against `size`, `bs` and `device` "
+     "(see `check`)")
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"No latency profile at {path}")
     try: d = json.loads(path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise _damaged(path, f"not JSON text ({e})") from None
-    if not isinstance(d, dict) or d.get('format') != PROFILE_FORMAT: raise _damaged(path, f"no format {PROFILE_FORMAT!r}")
+    if not isinstance(d, dict) or d.get('format') != PROFILE_FORMAT:
+        raise _damaged(path, f"no format {PROFILE_FORMAT!r}")
     meta, rows = d.get('meta'), d.get('rows')
-    if not isinstance(meta, dict) or (miss := [k for k in _META_KEYS if k not in meta]): raise _damaged(path, f"metadata lacks {miss if isinstance(meta, dict) else list(_META_KEYS)}")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows): raise _damaged(path, "no table rows")
+    if not isinstance(meta, dict) or (miss := [k for k in _META_KEYS if k not in meta]):
+        raise _damaged(path, f"metadata lacks {miss if isinstance(meta, dict) else list(_META_KEYS)}")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise _damaged(path, "no table rows")
     t = pd.DataFrame(rows)
     if (miss := [c for c in _COLUMNS if c not in t]): raise _damaged(path, f"table lacks columns {miss}")
     n, sg = meta['n_candidates'], t[t.kind == 'segment']
-    if sorted(sg.pos.tolist()) != list(range(n)) or sg.cum_ms.isna().any(): raise _damaged(path, f"expected one timed segment row for each of the {n} positions")
+    if sorted(sg.pos.tolist()) != list(range(n)) or sg.cum_ms.isna().any():
+        raise _damaged(path, f"expected one timed segment row for each of the {n} positions")
     keys = list(t.key[t.kind.isin(['head', 'final'])])
     if FINAL not in keys or (miss := [k for k in keys if not ((t.kind == 'policy') & (t.key == k)).any()]):
         raise _damaged(path, f"no final exit row or no policy row for exits {miss if FINAL in keys else []}")
     for kind, key in (('upsample', 'upsample'), ('decode', 'argmax'), ('overhead', 'predictor')):
         if not ((t.kind == kind) & (t.key == key)).any(): raise _damaged(path, f"no {kind} row")
-    if t.ms.isna().any() or (t.ms[t.kind != 'overhead'] < 0).any(): raise _damaged(path, "missing or negative latencies")
+    if t.ms.isna().any() or (t.ms[t.kind != 'overhead'] < 0).any():
+        raise _damaged(path, "missing or negative latencies")
     return cls(t, meta).check(size, bs, device, src=str(path))
 
 # %% ../nbs/05_profile.ipynb #f9889dd7

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 try: import onnxruntime as ort
-except ImportError as e: raise ImportError("mess_fast.runtime needs ONNX Runtime: pip install onnxruntime (or 'mess_fast[onnx]')") from e
+except ImportError as e:
+    raise ImportError("mess_fast.runtime needs ONNX Runtime: pip install onnxruntime (or 'mess_fast[onnx]')") from e
 from .core import confusion, miou, file_sha256
 from .imaging import prepare_image, prepare_mask, save_mask, image_files, fresh_dir, mask_names, write_csv
 from .policy import ExitPolicy, RiskController
@@ -48,46 +49,62 @@ def graph_files(man:dict)->list:
 def read_manifest(dir,              # A folder written by `mess_fast.export.export_onnx`
                   verify:bool=True, # Check every graph's SHA-256 against the manifest
                  )->dict:
-    "The checked manifest of an exported folder; a clear error for a missing folder, manifest or graph, or a changed graph"
+    ("The checked manifest of an exported folder; a clear error for a missing folder, manifest or graph, or a "
+     "changed graph")
     d = Path(dir)
-    if not d.is_dir(): raise FileNotFoundError(f"{d}: no such folder; expected a folder written by export_onnx (mess_fast export)")
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: no such folder; expected a folder written by export_onnx (mess_fast export)")
     f = d/MANIFEST
-    if not f.is_file(): raise FileNotFoundError(f"{d}: no {MANIFEST}; expected a folder written by export_onnx (mess_fast export)")
+    if not f.is_file():
+        raise FileNotFoundError(f"{d}: no {MANIFEST}; expected a folder written by export_onnx (mess_fast export)")
     try: man = json.loads(f.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{f}: not a readable manifest ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{f}: not a readable manifest ({e})") from None
     if not isinstance(man, dict) or man.get('format') not in MANIFEST_FORMATS:
-        raise ValueError(f"{f}: not a mess_fast ONNX manifest this version reads (expected format {' or '.join(map(repr, MANIFEST_FORMATS))}, "
+        raise ValueError(f"{f}: not a mess_fast ONNX manifest this version reads (expected format "
+                         f"{' or '.join(map(repr, MANIFEST_FORMATS))}, "
                          f"got {man.get('format') if isinstance(man, dict) else man!r})")
     need = ('parts', 'files', 'input', 'classes', 'mode')
-    if (miss := [k for k in need if k not in man]): raise ValueError(f"{f}: manifest without {miss}; export the network again")
+    if (miss := [k for k in need if k not in man]):
+        raise ValueError(f"{f}: manifest without {miss}; export the network again")
     for fn in graph_files(man):
-        if fn not in man['files']: raise ValueError(f"{f}: {fn} is used by a part but has no hash in 'files'; export the network again")
-        if not (d/fn).is_file(): raise FileNotFoundError(f"{d/fn}: missing; {MANIFEST} lists it as a graph of this deployment")
+        if fn not in man['files']:
+            raise ValueError(f"{f}: {fn} is used by a part but has no hash in 'files'; export the network again")
+        if not (d/fn).is_file():
+            raise FileNotFoundError(f"{d/fn}: missing; {MANIFEST} lists it as a graph of this deployment")
         if verify and (h := file_sha256(d/fn)) != man['files'][fn]['sha256']:
-            raise ValueError(f"{d/fn}: does not match {MANIFEST} (sha256 {h[:12]}..., expected {man['files'][fn]['sha256'][:12]}...): "
+            raise ValueError(f"{d/fn}: does not match {MANIFEST} (sha256 {h[:12]}..., expected "
+                             f"{man['files'][fn]['sha256'][:12]}...): "
                              "the graph was changed after export; export the network again")
     parts = man['parts']
     if parts[-1].get('kind') != 'last' or any(p.get('kind') != 'exit' for p in parts[:-1]):
         raise ValueError(f"{f}: expected early-exit parts followed by one last part")
-    if (len(parts) > 1 or parts[-1].get('outputs') == HEAD_OUTPUTS) and not man.get('finish'): raise ValueError(f"{f}: early exits but no finishing graph")
+    if (len(parts) > 1 or parts[-1].get('outputs') == HEAD_OUTPUTS) and not man.get('finish'):
+        raise ValueError(f"{f}: early exits but no finishing graph")
     if any(p.get('outputs') == HEAD_OUTPUTS for p in parts[:-1]) and not man.get('policy_graph'):
         raise ValueError(f"{f}: exit heads without the policy graph that counts their pixels")
     return man
 
 # %% ../nbs/07_runtime.ipynb #1d246ea7
 class OnnxEarlyExitRunner:
-    "Early-exit inference over the staged ONNX graphs in `dir` with ONNX Runtime (CPU): `EarlyExitPredictor` without torch"
+    ("Early-exit inference over the staged ONNX graphs in `dir` with ONNX Runtime (CPU): `EarlyExitPredictor` "
+     "without torch")
     def __init__(self,
                  dir,                  # Folder written by `export_onnx`
-                 threads:int|None=None, # Intra-op threads per graph; None: ONNX Runtime's default (one per physical core)
+                 # Intra-op threads per graph; None: ONNX Runtime's default (one per physical core)
+                 threads:int|None=None,
                  spin:bool=False,      # Let idle threads spin-wait (faster only on a machine nothing else uses)
                  optimization:str='all', # Graph optimisation level: 'all', 'extended', 'basic' or 'none'
                  verify:bool=True,     # Check the graphs' SHA-256 against the manifest
                 ):
-        levels = dict(all=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, extended=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                      basic=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, none=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        if optimization not in levels: raise ValueError(f"optimization must be one of {list(levels)}, got {optimization!r}")
-        if threads is not None and not (isinstance(threads, int) and threads >= 1): raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        levels = dict(all=ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                      extended=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                      basic=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                          none=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        if optimization not in levels:
+            raise ValueError(f"optimization must be one of {list(levels)}, got {optimization!r}")
+        if threads is not None and not (isinstance(threads, int) and threads >= 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
         self.dir, self.threads = Path(dir), threads
         self.manifest = man = read_manifest(dir, verify)
         so = ort.SessionOptions()
@@ -97,11 +114,13 @@ class OnnxEarlyExitRunner:
         self.parts = []
         for p in man['parts']:
             steps = [dict(s, session=self._graph(s, so, 'step')) for s in p.get('steps', [])]
-            self.parts.append(dict(p, steps=steps, session=self._graph(p, so, p['kind']), th_pix_arr=np.array(p.get('th_pix', 0.), np.float32)))
+            self.parts.append(dict(p, steps=steps, session=self._graph(p, so, p['kind']),
+                                   th_pix_arr=np.array(p.get('th_pix', 0.), np.float32)))
         self.policy = ExitPolicy(**man['policy'])   # the deployment's exit rule (numpy here), with its global offset
         self.finish = self._session(man['finish'], so, FINISH_INPUTS, FINISH_OUTPUTS) if man.get('finish') else None
         pg = man.get('policy_graph')
-        self.policy_graph = (dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS, session=self._session(pg, so, POLICY_INPUTS, POLICY_OUTPUTS))
+        self.policy_graph = (dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS, session=self._session(pg, so,
+                POLICY_INPUTS, POLICY_OUTPUTS))
                              if pg else None)
         self.quantize = man.get('quantize')
         self.size = tuple(man['input']['size'])
@@ -111,21 +130,27 @@ class OnnxEarlyExitRunner:
 
     def _session(self, fn, so, inputs, outputs):
         try: s = ort.InferenceSession(str(self.dir/fn), so, providers=['CPUExecutionProvider'])
-        except Exception as e: raise ValueError(f"{self.dir/fn}: ONNX Runtime cannot load it ({type(e).__name__}: {e})") from None
+        except Exception as e:
+            raise ValueError(f"{self.dir/fn}: ONNX Runtime cannot load it ({type(e).__name__}: {e})") from None
         got = ([i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
         if got != (list(inputs), list(outputs)):
-            raise ValueError(f"{self.dir/fn}: graph inputs/outputs {got}, expected {(list(inputs), list(outputs))}; export the network again")
+            raise ValueError(f"{self.dir/fn}: graph inputs/outputs {got}, expected {(list(inputs), list(outputs))}; "
+                             f"export the network again")
         return s
 
-    _FORMS = dict(exit=[(PART_INPUTS, PART_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)], last=[(LAST_INPUTS, LAST_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)],
+    _FORMS = dict(exit=[(PART_INPUTS, PART_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)], last=[(LAST_INPUTS, LAST_OUTPUTS),
+            (HEAD_INPUTS, HEAD_OUTPUTS)],
                   step=[(STEP_INPUTS, STEP_OUTPUTS)])
 
     def _graph(self, g, so, kind):
-        "The session of graph `g` (a part or step of the manifest), whose names must be a form of `kind` this loop runs: the standard names, then taps"
+        ("The session of graph `g` (a part or step of the manifest), whose names must be a form of `kind` this loop "
+         "runs: the standard names, then taps")
         ins, outs = list(g.get('inputs', [])), list(g.get('outputs', []))
         taps = lambda ns: all(n.startswith('tap') for n in ns)
-        if not any(ins[:len(i)] == i and outs[:len(o)] == o and taps(ins[len(i):]) and taps(outs[len(o):]) for i, o in self._FORMS[kind]):
-            raise ValueError(f"{self.dir/g['file']}: a {kind} graph with inputs {ins} and outputs {outs} is not one this runtime runs; "
+        if not any(ins[:len(i)] == i and outs[:len(o)] == o and taps(ins[len(i):]) and taps(outs[len(o):]) for i,
+                   o in self._FORMS[kind]):
+            raise ValueError(f"{self.dir/g['file']}: a {kind} graph with inputs {ins} and outputs {outs} is not one "
+                             f"this runtime runs; "
                              "export the network again")
         return self._session(g['file'], so, ins, outs)
 
@@ -139,7 +164,8 @@ class OnnxEarlyExitRunner:
 
     def __repr__(self):
         if self.budget is not None: return f"OnnxEarlyExitRunner(budget={self.budget!r}, size={self.size})"
-        return ("OnnxEarlyExitRunner(" + ' > '.join([f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" for p in self.parts[:-1]] + [self.exits[-1]])
+        return ("OnnxEarlyExitRunner(" + ' > '.join([f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})"
+                                                     for p in self.parts[:-1]] + [self.exits[-1]])
                 + f", size={self.size})")
 
     def prepare(self, items, # A file, PIL image or uint8 array, or a list of them
@@ -153,11 +179,13 @@ class OnnxEarlyExitRunner:
         "`x` as a contiguous float32 (B, 3, H, W) batch at the deployment's size, or a clear error"
         if _is_image(x) or (isinstance(x, (list, tuple)) and x and all(_is_image(o) for o in x)): return self.prepare(x)
         if not isinstance(x, np.ndarray) or x.dtype.kind != 'f':
-            raise TypeError(f"Expected images (files, PIL images, uint8 arrays) or a normalised float32 array, got {type(x).__name__}"
+            raise TypeError(f"Expected images (files, PIL images, uint8 arrays) or a normalised float32 array, got "
+                            f"{type(x).__name__}"
                             + (f" of dtype {x.dtype}" if isinstance(x, np.ndarray) else ''))
         if x.ndim == 3: x = x[None]
         if x.ndim != 4 or x.shape[1:] != (3, *self.size):
-            raise ValueError(f"Expected a normalised batch of shape (B, 3, {self.size[0]}, {self.size[1]}) or one image (3, {self.size[0]}, "
+            raise ValueError(f"Expected a normalised batch of shape (B, 3, {self.size[0]}, {self.size[1]}) or one "
+                             f"image (3, {self.size[0]}, "
                              f"{self.size[1]}) (see prepare_image), got shape {x.shape}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -166,7 +194,8 @@ def _is_image(o)->bool:
     return isinstance(o, (str, Path, Image.Image)) or (isinstance(o, np.ndarray) and o.dtype == np.uint8)
 
 def _patch(f):
-    "fastcore's `@patch` for this module, which imports neither fastcore nor torch: `_name` becomes `OnnxEarlyExitRunner.name`"
+    ("fastcore's `@patch` for this module, which imports neither fastcore nor torch: `_name` becomes "
+     "`OnnxEarlyExitRunner.name`")
     name = f.__name__[1:]
     f.__name__, f.__qualname__ = name, f"OnnxEarlyExitRunner.{name}"
     setattr(OnnxEarlyExitRunner, name, f)
@@ -178,8 +207,10 @@ def _take(st:dict, rows)->dict:
     return {k: np.ascontiguousarray(v[rows]) for k, v in st.items()}
 
 def _run(self:OnnxEarlyExitRunner, g:dict, st:dict, **extra)->tuple:
-    "Run graph `g` on the carried arrays `st` ('x': the features, then taps) and `extra` inputs: `(st after it, {output name: array})`"
-    out = dict(zip(g['outputs'], g['session'].run(None, {n: extra[n] if n in extra else st['x' if n == 'features' else n] for n in g['inputs']})))
+    ("Run graph `g` on the carried arrays `st` ('x': the features, then taps) and `extra` inputs: `(st after it, "
+     "{output name: array})`")
+    out = dict(zip(g['outputs'], g['session'].run(None, {n: extra[n] if n in extra else st['x' if n == 'features'
+            else n] for n in g['inputs']})))
     new = {('x' if n == 'features' else n): v for n, v in out.items() if n == 'features' or n.startswith('tap')}
     return (st | new if new else st), out
 
@@ -189,7 +220,8 @@ def _advance(self:OnnxEarlyExitRunner, p:dict, st:dict)->dict:
     return st
 
 def _exit(self:OnnxEarlyExitRunner, p:dict, st:dict, counts:bool=True)->tuple:
-    "`(st, native logits, confident (B,), counted (B,))` of exit part `p` (the counts None if not `counts` and the part is staged)"
+    ("`(st, native logits, confident (B,), counted (B,))` of exit part `p` (the counts None if not `counts` and the "
+     "part is staged)")
     if 'confident' in p['outputs']:                       # fused: segments, head and counts in one graph
         st, o = self._run(p, st, th_pix=p['th_pix_arr'])
         return st, o['logits'], o['confident'], o['counted']
@@ -199,7 +231,8 @@ def _exit(self:OnnxEarlyExitRunner, p:dict, st:dict, counts:bool=True)->tuple:
     return st, nat, q['confident'][:, 0], q['counted']
 
 def _pass(self:OnnxEarlyExitRunner, p:dict, st:dict)->dict:
-    "Go past exit part `p` without its answer: a fused part still runs (its segments are in it), a staged one's head does not"
+    ("Go past exit part `p` without its answer: a fused part still runs (its segments are in it), a staged one's "
+     "head does not")
     return self._run(p, st, th_pix=p['th_pix_arr'])[0] if 'confident' in p['outputs'] else st
 
 def _answer(self:OnnxEarlyExitRunner, p:dict, st:dict)->np.ndarray:
@@ -207,17 +240,21 @@ def _answer(self:OnnxEarlyExitRunner, p:dict, st:dict)->np.ndarray:
     o = self._run(p, st)[1]
     return o['labels'] if 'labels' in o else self.finish.run(None, {'logits': o['logits']})[0]
 
-for _f in (_run, _advance, _exit, _pass, _answer): setattr(OnnxEarlyExitRunner, _f.__name__, _f)   # private helpers of the loop
+# private helpers of the loop
+for _f in (_run, _advance, _exit, _pass, _answer): setattr(OnnxEarlyExitRunner, _f.__name__, _f)
 
 @_patch
 def _predict_batch(self:OnnxEarlyExitRunner,
                   x,                      # Images, or a normalised float32 batch (B, 3, H, W) / one image (3, H, W)
                   exit_key:str|None=None, # Answer at this exit of the chain for every image (no decisions)
-                  audit=None,             # Bool per image: also run these to the last part and measure the answer's disagreement with it
+                  # Bool per image: also run these to the last part and measure the answer's disagreement with it
+                  audit=None,
                  )->dict:
-    "Masks (B, H, W) int64, exit taken, image confidence (nan where no decision was made) and audited disagreement (nan where none) per image"
+    ("Masks (B, H, W) int64, exit taken, image confidence (nan where no decision was made) and audited disagreement "
+     "(nan where none) per image")
     x = self._batch(x)
-    if exit_key is not None and exit_key not in self.exits: raise KeyError(f"No exit {exit_key!r} in this deployment; its exits: {self.exits}")
+    if exit_key is not None and exit_key not in self.exits:
+        raise KeyError(f"No exit {exit_key!r} in this deployment; its exits: {self.exits}")
     B = len(x)
     masks, conf, taken = np.empty((B, *self.size), np.int64), np.full(B, np.nan, np.float32), [None] * B
     aud = np.zeros(B, bool) if audit is None else np.asarray(audit, bool).reshape(-1)
@@ -238,7 +275,8 @@ def _predict_batch(self:OnnxEarlyExitRunner,
         sel = np.flatnonzero(leave)
         if len(sel):
             rows = idx[sel]
-            masks[rows] = self.finish.run(None, {'logits': nat if len(sel) == len(idx) else np.ascontiguousarray(nat[sel])})[0]
+            masks[rows] = self.finish.run(None, {'logits': nat if len(sel) == len(idx)
+                                                 else np.ascontiguousarray(nat[sel])})[0]
             conf[rows] = c[sel]
             for r in rows: taken[r] = p['key']
             if aud[rows].any():   # audited images go on through the rest of the chain from the features they left with
@@ -252,7 +290,8 @@ def _predict_batch(self:OnnxEarlyExitRunner,
 
 @_patch
 def _finish_chain(self:OnnxEarlyExitRunner, start:int, st)->np.ndarray:
-    "The last part's labels for the carried arrays `st` (or the features alone) that left part `start - 1`: the parts after it run without decisions"
+    ("The last part's labels for the carried arrays `st` (or the features alone) that left part `start - 1`: the parts "
+     "after it run without decisions")
     st = st if isinstance(st, dict) else {'x': st}
     for p in self.parts[start:]:
         st = self._advance(p, st)
@@ -275,7 +314,8 @@ def _all_exits(self:OnnxEarlyExitRunner,
               x,       # Images, or a normalised float32 batch (B, 3, H, W)
               th_pix,  # Pixel thresholds to count at
              )->dict:
-    "Every exit of the chain on `x`, no decisions: {key: dict(labels (B, H, W), confident (B, T) and counted (B,) for the early ones)}"
+    ("Every exit of the chain on `x`, no decisions: {key: dict(labels (B, H, W), confident (B, T) and counted (B,) for "
+     "the early ones)}")
     x, th = self._batch(x), np.asarray(th_pix, np.float32).reshape(-1)
     if not len(th): raise ValueError("No pixel thresholds given")
     st, res = {'x': x}, {}
@@ -300,7 +340,8 @@ def _evaluate(self:OnnxEarlyExitRunner,
              exit_key:str|None=None, # Answer at this exit of the chain
              void:int|None=None,     # Void label; default: the manifest's
              warmup:int=1,           # Untimed runs on the first image first
-             controller:RiskController|None=None, # Online control: its audits and threshold offset, frame by frame (the pairs are a stream)
+             # Online control: its audits and threshold offset, frame by frame (the pairs are a stream)
+             controller:RiskController|None=None,
             )->dict:
     "mIoU, confusion matrix, exit histogram and latency per image (batch size 1, audits included) on `pairs`"
     pairs = list(pairs)
@@ -311,31 +352,38 @@ def _evaluate(self:OnnxEarlyExitRunner,
         for i, (img, msk) in enumerate(pairs):
             x, y = self.prepare(img), prepare_mask(msk, self.size)
             if y.max() >= n or y.min() < 0:
-                raise ValueError(f"{msk if isinstance(msk, (str, Path)) else f'mask {i}'}: values {np.unique(y[(y >= n) | (y < 0)])[:10].tolist()} "
+                raise ValueError(f"{msk if isinstance(msk, (str, Path)) else f'mask {i}'}: values "
+                                 f"{np.unique(y[(y >= n) | (y < 0)])[:10].tolist()} "
                                  f"are not class codes; expected 0..{n - 1}")
             if i == 0:
                 for _ in range(warmup): self.predict_batch(x, exit_key)
             t = time.perf_counter()
             if controller is not None: a = controller.audit(); self.policy.offset = controller.offset
             r = self.predict_batch(x, exit_key, audit=[a] if controller is not None else None)
-            if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+            if controller is not None:
+                controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
             lat.append(time.perf_counter() - t)
-            cm += confusion(r['masks'], y[None], n, void); taken.append(r['exits'][0]); confs.append(float(r['conf'][0]))
+            cm += confusion(r['masks'], y[None], n,
+                            void); taken.append(r['exits'][0]); confs.append(float(r['conf'][0]))
     finally: self.policy.offset = offset0   # the controller's offset lives in the controller, not in the runner
     hist = Counter(taken); lat = np.array(lat) * 1e3
     return dict(miou=miou(cm, void), hist={k: hist[k] for k in self.exits if hist[k]}, latency_ms=float(lat.mean()),
-                latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs, np.float32),
+                latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs,
+                        np.float32),
                 trace=controller.trace[-len(lat):] if controller is not None else None)
 
 # %% ../nbs/07_runtime.ipynb #428dfe3c
 def onnx_predict_job(dir,                 # Folder written by `export_onnx` (`mess_fast export`)
                      images,              # Image files and/or folders of images (in name order: a stream)
-                     out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
+                     # Output folder for the masks and predictions.csv (a numbered sibling if taken)
+                     out:str='mess_pred',
                      threads:int|None=None, # ONNX Runtime intra-op threads; None: its default
-                     controller:RiskController|None=None, # Online control over the images as a stream (audits, offset, trace.csv)
+                     # Online control over the images as a stream (audits, offset, trace.csv)
+                     controller:RiskController|None=None,
                      log=print,
                     )->Path:
-    "Early-exit inference with ONNX Runtime on image files: palettised PNG masks and a CSV of exits and latencies (and the control trace)"
+    ("Early-exit inference with ONNX Runtime on image files: palettised PNG masks and a CSV of exits and latencies "
+     "(and the control trace)")
     runner = OnnxEarlyExitRunner(dir, threads=threads)
     files = image_files(images)
     outp = fresh_dir(out, create=False)
@@ -347,14 +395,18 @@ def onnx_predict_job(dir,                 # Folder written by `export_onnx` (`me
         t = time.perf_counter()
         if controller is not None: a = controller.audit(); runner.policy.offset = controller.offset
         r = runner.predict_batch(x, audit=[a] if controller is not None else None)
-        if controller is not None: controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
+        if controller is not None:
+            controller.record(r['exits'][0], float(r['conf'][0]), float(r['loss'][0]) if a else None)
         ms = (time.perf_counter() - t) * 1e3
         with Image.open(f) as im: W, H = im.size
         save_mask(r['masks'][0], outp/name, runner.palette, size=(H, W))
-        rows.append(dict(image=str(f.name), mask=name, exit=r['exits'][0], confidence=float(r['conf'][0]), latency_ms=ms))
+        rows.append(dict(image=str(f.name), mask=name, exit=r['exits'][0], confidence=float(r['conf'][0]),
+                         latency_ms=ms))
     write_csv(outp/'predictions.csv', rows)
-    if controller is not None: write_csv(outp/'trace.csv', [dict(image=r['image']) | t for r, t in zip(rows, controller.trace[-len(rows):])])
+    if controller is not None:
+        write_csv(outp/'trace.csv', [dict(image=r['image']) | t for r, t in zip(rows, controller.trace[-len(rows):])])
     hist = Counter(r['exit'] for r in rows)
-    log(f"{len(rows)} images -> {outp.name}/ (exits taken: {dict(hist)}; mean latency {np.mean([r['latency_ms'] for r in rows]):.1f} ms, ONNX Runtime"
+    log(f"{len(rows)} images -> {outp.name}/ (exits taken: {dict(hist)}; mean latency "
+        f"{np.mean([r['latency_ms'] for r in rows]):.1f} ms, ONNX Runtime"
         + (f"; {controller}" if controller is not None else '') + ")")
     return outp

@@ -27,7 +27,8 @@ __all__ = ['ACCURACIES', 'TARGETS', 'RESULT_FORMAT', 'pareto_mask', 'Front', 'se
 
 # %% ../nbs/06b_search.ipynb #737e2a6c
 def pareto_mask(acc:np.ndarray, cost:np.ndarray)->np.ndarray:
-    "Mask of the points no other point beats (higher or equal `acc` at lower or equal `cost`); of equal points the first"
+    ("Mask of the points no other point beats (higher or equal `acc` at lower or equal `cost`); of equal "
+     "points the first")
     acc, cost = np.asarray(acc, dtype=float), np.asarray(cost)
     if not len(acc): return np.zeros(0, bool)
     order = np.lexsort((np.arange(len(acc)), -acc, cost))
@@ -42,13 +43,15 @@ class Front:
     def __init__(self): self.acc, self.cost, self.load, self.best = np.zeros(0), np.zeros(0, np.int64), [], np.zeros(0)
     def __len__(self): return len(self.load)
     def beaten(self, acc, cost)->np.ndarray:
-        "Which of the points (`acc`, `cost`: arrays; the cost may be an approximation) some front point matches or beats"
+        ("Which of the points (`acc`, `cost`: arrays; the cost may be an approximation) some front point "
+         "matches or beats")
         if not len(self.cost): return np.zeros(len(cost), bool)
         i = np.searchsorted(self.cost.astype(np.float64), np.asarray(cost, np.float64), side='right') - 1
         return np.where(i >= 0, self.best[np.maximum(i, 0)], -np.inf) >= acc
     def add(self, acc, cost, load):
         "Merge points (`acc` float64, `cost` int64, one payload each) into the front"
-        a, c, l = np.concatenate([self.acc, acc]), np.concatenate([self.cost, np.asarray(cost, np.int64)]), self.load + list(load)
+        a, c, l = np.concatenate([self.acc, acc]), np.concatenate([self.cost, np.asarray(cost,
+                np.int64)]), self.load + list(load)
         k = np.flatnonzero(pareto_mask(a, c)); k = k[np.argsort(c[k], kind='stable')]
         self.acc, self.cost, self.load = a[k], c[k], [l[j] for j in k]
         self.best = np.maximum.accumulate(self.acc)
@@ -56,7 +59,8 @@ class Front:
 # %% ../nbs/06b_search.ipynb #743fbb93
 def search_space(cache:ExitCache, heads, max_exits:int, th_pix, th_img, per_exit_th_pix:bool=False)->int:
     "Number of configurations the search enumerates on `cache` (the budgeted ones included)"
-    pos = sorted({cache.pos[cache.keys.index(k)] for k in heads}); per = {p: sum(cache.pos[cache.keys.index(k)] == p for k in heads) for p in pos}
+    pos = sorted({cache.pos[cache.keys.index(k)] for k in heads}); per = {p: sum(cache.pos[cache.keys.index(k)] == p
+            for k in heads) for p in pos}
     n, P, T = 0, len(th_pix), len(th_img)
     for m in range(1, max_exits + 1):
         for ps in itertools.combinations(pos, m):
@@ -67,7 +71,8 @@ def search_space(cache:ExitCache, heads, max_exits:int, th_pix, th_img, per_exit
 ACCURACIES = ('miou', 'agreement')
 
 class ChainSearch:
-    "Every chain of early exits on a cache, evaluated with matrix products: the per-image tables and the fronts they fill"
+    ("Every chain of early exits on a cache, evaluated with matrix products: the per-image tables and the "
+     "fronts they fill")
     def __init__(self,
                  cache:ExitCache, # The calibration cache
                  heads:list,      # Heads the chains are made of
@@ -75,10 +80,12 @@ class ChainSearch:
                  th_img:list,     # Image thresholds, sorted
                  costs:list,      # `ExitCosts` (one front per cost)
                  max_exits:int=defaults.max_exits, # Longest chain
-                 accuracy:str='miou', # What the fronts maximise: 'miou' (against the cache's reference) or 'agreement' with the final exit
+                 # What the fronts maximise: 'miou' (against the cache's reference) or 'agreement' with the final exit
+                 accuracy:str='miou',
                 ):
         if accuracy not in ACCURACIES: raise ValueError(f"accuracy must be one of {ACCURACIES}, got {accuracy!r}")
-        if accuracy == 'agreement' and cache.agree is None: raise ValueError("accuracy='agreement' needs a cache with agreement counts: build it again")
+        if accuracy == 'agreement' and cache.agree is None:
+            raise ValueError("accuracy='agreement' needs a cache with agreement counts: build it again")
         store_attr('cache,heads,th_pix,th_img,costs,max_exits,accuracy')
         self.N, self.C, self.void = cache.n_images, cache.n_classes, cache.void
         self.eidx = [cache.keys.index(k) for k in heads]
@@ -86,13 +93,16 @@ class ChainSearch:
         tp = np.diagonal(cache.cms, axis1=-2, axis2=-1).astype(np.float32)            # (N, exits, C) true positives
         pr = cache.cms.sum(-2).astype(np.float32)                                     # predicted pixels per class
         ag = (cache.agree if cache.agree is not None else np.zeros(cache.cms.shape[:2]))[..., None].astype(np.float32)
-        self.U = torch.from_numpy(np.concatenate([tp, pr, ag], -1))                   # (N, exits, 2C + 1): + pixels agreeing with the final exit
+        # (N, exits, 2C + 1): + pixels agreeing with the final exit
+        self.U = torch.from_numpy(np.concatenate([tp, pr, ag], -1))
         self.n_pix = float(cache.n_pix.sum()) if cache.n_pix is not None else 1.
         self.SF = self.U[:, -1]                                                       # the final exit's
-        self.gt = cache.cms[:, -1].sum((0, 2)).astype(np.float64)                     # labelled pixels per class (the same at every exit)
+        # labelled pixels per class (the same at every exit)
+        self.gt = cache.cms[:, -1].sum((0, 2)).astype(np.float64)
         self.pidx = [cache.th_pix_index(t) for t in th_pix]
         conf = np.stack([np.stack([cache.conf(k, t) for t in th_pix], -1) for k in heads], 1)   # (N, E, P) float32
-        self.b = torch.from_numpy(reached(conf, th_img).astype(np.int64))             # leaves at threshold index k iff k < b
+        # leaves at threshold index k iff k < b
+        self.b = torch.from_numpy(reached(conf, th_img).astype(np.int64))
         self.T, self.D, self.n2 = len(th_img), 2 * self.C + 1 + max_exits + 1, 2 * self.C + 1
         cls = [c for c in range(self.C) if c != self.void]
         self.present = torch.tensor([c for c in cls if self.gt[c] > 0], dtype=torch.long)
@@ -100,12 +110,15 @@ class ChainSearch:
         self.fronts = {c.kind: Front() for c in costs}
         self.n_configs, self.pb = 0, None
 
-    def __repr__(self): return f"ChainSearch({len(self.heads)} heads, {len(self.th_pix)} x {len(self.th_img)} thresholds, {self.N} images)"
+    def __repr__(self):
+        return (f"ChainSearch({len(self.heads)} heads, {len(self.th_pix)} x {len(self.th_img)} thresholds, "
+                f"{self.N} images)")
 
 # %% ../nbs/06b_search.ipynb #s0000007
 @patch
 def step(self:ChainSearch, e:int, p:int, j:int)->tuple:
-    "`(V, Lv, S)`, each (N, T, D) / (N, T): the numbers per image and image threshold when exit `e` is the `j`-th and last"
+    ("`(V, Lv, S)`, each (N, T, D) / (N, T): the numbers per image and image threshold when exit `e` is the "
+     "`j`-th and last")
     N, T, D, n2 = self.N, self.T, self.D, self.n2
     L = (torch.arange(T)[None, :] < self.b[:, e, p][:, None]).float()                 # (N, T) leaves at e
     V = torch.zeros(N, T, D); Lv = torch.zeros(N, T, D)
@@ -116,7 +129,8 @@ def step(self:ChainSearch, e:int, p:int, j:int)->tuple:
 # %% ../nbs/06b_search.ipynb #s0000010
 @patch
 def screen(self:ChainSearch, tot:torch.Tensor, chain:list, make):
-    "Put the configurations of `tot` (rows: summed numbers, `chain`: exit indices) that may be on a front on it; `make(row)` names one"
+    ("Put the configurations of `tot` (rows: summed numbers, `chain`: exit indices) that may be on a front on it; "
+     "`make(row)` names one")
     C, n2, pi, ai = self.C, self.n2, self.present, self.absent
     self.n_configs += tot.shape[0]
     if self.accuracy == 'agreement': acc32 = (tot[:, n2 - 1] / self.n_pix).numpy()
@@ -133,7 +147,8 @@ def screen(self:ChainSearch, tot:torch.Tensor, chain:list, make):
         if not len(cand): continue
         if exact is None:   # the exact mIoU of every row that survives some screen, once
             exact = (tot[:, n2 - 1].numpy().astype(np.float64) / self.n_pix if self.accuracy == 'agreement' else
-                     miou_rows(tot[:, :C].numpy().astype(np.float64), tot[:, C:2 * C].numpy().astype(np.float64), self.gt, self.void))
+                     miou_rows(tot[:, :C].numpy().astype(np.float64), tot[:, C:2 * C].numpy().astype(np.float64),
+                               self.gt, self.void))
         t = torch.as_tensor(cand)
         cost = (cntx[t].long() @ cu).numpy()
         keep = pareto_mask(exact[cand], cost)
@@ -143,17 +158,20 @@ def screen(self:ChainSearch, tot:torch.Tensor, chain:list, make):
 # %% ../nbs/06b_search.ipynb #s0000012
 @patch
 def walk(self:ChainSearch, chain:list, X:torch.Tensor, acc:torch.Tensor, p_fixed:int|None):
-    "Evaluate every extension of `chain` ([(exit, pixel threshold index)]) by one exit, then recurse; X: (R, N) still in, acc: (R, D)"
+    ("Evaluate every extension of `chain` ([(exit, pixel threshold index)]) by one exit, then recurse; X: (R, N) still "
+     "in, acc: (R, D)")
     N, T, D = self.N, self.T, self.D
     j, R = len(chain), X.shape[0]
     last = self.pos[chain[-1][0]] if chain else -1
-    opts = [(e, p) for e in range(len(self.heads)) if self.pos[e] > last for p in ([p_fixed] if p_fixed is not None else range(len(self.th_pix)))]
+    opts = [(e, p) for e in range(len(self.heads)) if self.pos[e] > last for p in ([p_fixed] if p_fixed is not None
+            else range(len(self.th_pix)))]
     if not opts: return
     steps = [self.step(e, p, j) for e, p in opts]
     tot = (X @ torch.stack([s[0] for s in steps], 1).reshape(N, -1)).reshape(R, len(opts), T, D) + acc[:, None, None, :]
     for oi, (e, p) in enumerate(opts):
         ch = chain + [(e, p)]   # count columns: one per chosen exit, then the final exit's right after them
-        self.screen(tot[:, oi].reshape(-1, D), [c[0] for c in ch], lambda r, ch=tuple(ch): (ch, np.unravel_index(r, (T,) * len(ch))))
+        self.screen(tot[:, oi].reshape(-1, D), [c[0] for c in ch], lambda r, ch=tuple(ch): (ch, np.unravel_index(r, (T,
+                ) * len(ch))))
     if j + 1 < self.max_exits:
         for oi, (e, p) in enumerate(opts):
             _, Lv, S = steps[oi]
@@ -185,13 +203,15 @@ def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True)->dict:
             a = self.accuracy_of(cfg)
             for c in self.costs:
                 u = c.units(c.budget[k]) * self.N
-                if not self.fronts[c.kind].beaten(np.array([a]), np.array([u]))[0]: self.fronts[c.kind].add(np.array([a]), [u], [cfg])
+                if not self.fronts[c.kind].beaten(np.array([a]), np.array([u]))[0]:
+                    self.fronts[c.kind].add(np.array([a]), [u], [cfg])
         if self.pb is not None: self.pb.update(total)
     finally: self.pb = None
     def to_cfg(load):
         if isinstance(load, ExitConfig): return load
         ch, ks = load
-        return ExitConfig(tuple(self.heads[e] for e, _ in ch), tuple(self.th_pix[p] for _, p in ch), tuple(self.th_img[int(kk)] for kk in ks))
+        return ExitConfig(tuple(self.heads[e] for e, _ in ch), tuple(self.th_pix[p] for _, p in ch),
+                          tuple(self.th_img[int(kk)] for kk in ks))
     return {kind: [to_cfg(l) for l in f.load] for kind, f in self.fronts.items()}
 
 # %% ../nbs/06b_search.ipynb #0481323d
@@ -211,11 +231,13 @@ class SearchResult:
 
     def _check_cost(self, cost):
         if cost not in self.costs:
-            raise ValueError(f"cost must be one of {list(self.costs)}, got {cost!r}" + ("" if 'latency' in self.costs else " (search with a LatencyProfile for latency)"))
+            raise ValueError(f"cost must be one of {list(self.costs)}, got {cost!r}" + ("" if 'latency' in self.costs
+                    else " (search with a LatencyProfile for latency)"))
         return cost
 
     def evaluate(self, cfg:ExitConfig)->dict:
-        "Exact mIoU, confusion matrix, histogram and costs of `cfg` on the cached images, with changes vs the single-exit network"
+        ("Exact mIoU, confusion matrix, histogram and costs of `cfg` on the cached images, with changes vs the "
+         "single-exit network")
         r = self.cache.evaluate(cfg, list(self.costs.values()))
         ref = getattr(self, 'reference', r)
         r['drop_pp'] = (ref['miou'] - r['miou']) * 100
@@ -226,7 +248,8 @@ class SearchResult:
     def _row(self, cfg):
         r = self.evaluate(cfg)
         return dict(config=cfg, name=cfg.name, n_exits=0 if cfg.budget is not None else len(cfg.exits),
-                    miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency', np.nan), speedup=r.get('speedup', np.nan),
+                    miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency', np.nan), speedup=r.get('speedup',
+                            np.nan),
                     gflops=r['flops'], flops_ratio=r['flops_ratio'], disagreement=r.get('disagreement', np.nan),
                     hist=' '.join(f"{k}:{v}" for k, v in r['hist'].items()))
 
@@ -238,7 +261,8 @@ class SearchResult:
 
     def budgeted(self)->pd.DataFrame:
         "Every cached exit used alone (the truncated networks), in depth order"
-        if 'budgeted' not in self._tables: self._tables['budgeted'] = pd.DataFrame([self._row(ExitConfig(budget=k)) for k in self.cache.keys])
+        if 'budgeted' not in self._tables:
+            self._tables['budgeted'] = pd.DataFrame([self._row(ExitConfig(budget=k)) for k in self.cache.keys])
         return self._tables['budgeted']
 
 # %% ../nbs/06b_search.ipynb #s0000031
@@ -249,24 +273,30 @@ def search(cache:ExitCache,            # Built on the calibration split
            th_pix=None,                 # Pixel thresholds to try (a subset of the cache's grid); None: all of it
            per_exit_th_pix:bool=False,  # One pixel threshold per exit (much larger space) instead of one shared
            heads=None,                  # Restrict the early exits to these cached heads; None: all
-           accuracy:str='miou',         # What the fronts maximise: 'miou', or 'agreement' with the final exit (a label-free cache's natural score)
+           # What the fronts maximise: 'miou', or 'agreement' with the final exit (a label-free cache's natural score)
+           accuracy:str='miou',
            progress:bool=True,          # Show a progress bar (configurations done, out of how many, and the time left)
           )->SearchResult:
     "Enumerate every configuration exactly on `cache`; the Pareto fronts for latency and GFLOPs, and the picks"
     t0 = time.perf_counter()
     heads = list(cache.heads) if heads is None else list(heads)
-    if (bad := [k for k in heads if k not in cache.heads]): raise KeyError(f"heads {bad} are not in the cache; it has {cache.heads}")
+    if (bad := [k for k in heads if k not in cache.heads]):
+        raise KeyError(f"heads {bad} are not in the cache; it has {cache.heads}")
     th_img = sorted(float(t) for t in listify(th_img))
-    if not th_img or not all(0 <= t <= 1 for t in th_img): raise ValueError(f"th_img grid must hold numbers in [0, 1], got {th_img}")
+    if not th_img or not all(0 <= t <= 1 for t in th_img):
+        raise ValueError(f"th_img grid must hold numbers in [0, 1], got {th_img}")
     th_pix = list(cache.th_pix) if th_pix is None else [cache.th_pix[cache.th_pix_index(t)] for t in listify(th_pix)]
-    if not (isinstance(max_exits, int) and max_exits >= 0): raise ValueError(f"max_exits must be an int >= 0, got {max_exits!r}")
+    if not (isinstance(max_exits, int) and max_exits >= 0):
+        raise ValueError(f"max_exits must be an int >= 0, got {max_exits!r}")
     if profile is not None and (miss := [k for k in cache.keys if k not in profile.exit_keys]):
         raise KeyError(f"The latency profile has no rows for exits {miss}: profile the same network")
     costs = [flops_costs(cache)] + ([profile.costs(cache.keys)] if profile is not None else [])
     cs = ChainSearch(cache, heads, th_pix, th_img, costs, max_exits, accuracy)
     fronts = cs.run(per_exit_th_pix, progress)
-    return SearchResult(cache, costs, fronts, dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit_th_pix,
-                                                   heads=heads, accuracy=accuracy), cs.n_configs, time.perf_counter() - t0)
+    return SearchResult(cache, costs, fronts, dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix,
+                                                   per_exit_th_pix=per_exit_th_pix,
+                                                   heads=heads, accuracy=accuracy), cs.n_configs,
+                                                       time.perf_counter() - t0)
 
 # %% ../nbs/06b_search.ipynb #s0000021
 @dataclass(frozen=True)
@@ -279,9 +309,12 @@ class Target:
     max_drop_pp:float|None=None   # ... or the largest mIoU drop vs the single-exit network (percentage points)
 
 TARGETS = {t.key: t for t in (
-    Target('best', 'best mIoU at <= 1x cost', "the highest mIoU at a mean cost no higher than the single-exit network's", cost_x=1.),
-    Target('0.1pp', 'lowest cost at <= 0.1 pp drop', 'the lowest mean cost at an mIoU at most 0.1 pp below the single-exit network', max_drop_pp=0.1),
-    Target('1pp', 'lowest cost at <= 1 pp drop', 'the lowest mean cost at an mIoU at most 1 pp below the single-exit network', max_drop_pp=1.))}
+    Target('best', 'best mIoU at <= 1x cost',
+           "the highest mIoU at a mean cost no higher than the single-exit network's", cost_x=1.),
+    Target('0.1pp', 'lowest cost at <= 0.1 pp drop',
+           'the lowest mean cost at an mIoU at most 0.1 pp below the single-exit network', max_drop_pp=0.1),
+    Target('1pp', 'lowest cost at <= 1 pp drop',
+           'the lowest mean cost at an mIoU at most 1 pp below the single-exit network', max_drop_pp=1.))}
 
 # %% ../nbs/06b_search.ipynb #0a0aefe2
 @patch
@@ -290,9 +323,11 @@ def pick(self:SearchResult,
          budget:float|None=None,      # Cost budget (ms or GFLOPs per image): the most accurate configuration within it
          min_miou:float|None=None,    # Minimum mIoU (0..1)
          max_drop_pp:float|None=None, # Maximum mIoU drop vs the single-exit network, in percentage points
-         confidence:float|None=None,  # With `max_drop_pp`: the drop must hold on this share of bootstrap resamples of the images (e.g. 0.9)
+         # With `max_drop_pp`: the drop must hold on this share of bootstrap resamples of the images (e.g. 0.9)
+         confidence:float|None=None,
         )->ExitConfig:
-    "The best configuration on the front for a budget and/or an accuracy floor (an error naming the nearest feasible one otherwise)"
+    ("The best configuration on the front for a budget and/or an accuracy floor (an error naming the nearest feasible "
+     "one otherwise)")
     f = self.front(cost); col = _COST_COL[cost]; unit = 'ms' if cost == 'latency' else 'GFLOPs'
     if confidence is not None:
         if max_drop_pp is None: raise ValueError("confidence applies to an mIoU drop: give max_drop_pp too")
@@ -307,20 +342,24 @@ def pick(self:SearchResult,
     if budget is not None: ok &= f[col] <= budget + 1e-12
     if not ok.any():
         if budget is not None and (f[col] <= budget + 1e-12).any():
-            near = f[f[col] <= budget + 1e-12].sort_values('miou').iloc[-1]; why = f"the most accurate within {budget:g} {unit}"
+            near = f[f[col] <= budget
+                     + 1e-12].sort_values('miou').iloc[-1]; why = f"the most accurate within {budget:g} {unit}"
         elif budget is not None: near = f.sort_values(col).iloc[0]; why = "the cheapest configuration"
         else: near = f.sort_values('miou').iloc[-1]; why = "the most accurate configuration"
-        raise ValueError("No configuration meets " + ' and '.join(([f"cost <= {budget:g} {unit}"] if budget is not None else [])
+        raise ValueError("No configuration meets " + ' and '.join(([f"cost <= {budget:g} {unit}"] if budget is not None
+                                                                   else [])
                          + ([f"mIoU >= {floor:.4f}"] if floor > -np.inf else [])) +
                          f"; {why}: {near['name']} (mIoU {near.miou:.4f}, {near[col]:.3g} {unit})")
     if confidence is not None:
-        ok = f.miou >= (min_miou if min_miou is not None else -np.inf) - 1e-12   # the drop is then checked on the resamples
+        # the drop is then checked on the resamples
+        ok = f.miou >= (min_miou if min_miou is not None else -np.inf) - 1e-12
         if budget is not None: ok &= f[col] <= budget + 1e-12
         for _, r in f[ok].sort_values([col, 'miou'], ascending=[True, False]).iterrows():
             if np.quantile(self.bootstrap_drop(r.config), confidence) <= max_drop_pp + 1e-9: return r.config
         return ExitConfig(budget=FINAL)
     g = f[ok]
-    best = g.sort_values([col, 'miou'], ascending=[True, False]).iloc[0] if budget is None else g.sort_values(['miou', col], ascending=[False, True]).iloc[0]
+    best = g.sort_values([col, 'miou'], ascending=[True, False]).iloc[0] if budget is None else g.sort_values(['miou',
+            col], ascending=[False, True]).iloc[0]
     return best.config
 
 @patch
@@ -329,11 +368,14 @@ def bootstrap_drop(self:SearchResult,
                    n_boot:int=1000,     # Resamples
                    seed:int=0,          # Seed of the resampling (fixed: the same resamples for every configuration)
                   )->np.ndarray:
-    "mIoU drop (pp) of `cfg` vs the single-exit network on `n_boot` resamples (with replacement) of the cached images, paired"
+    ("mIoU drop (pp) of `cfg` vs the single-exit network on `n_boot` resamples (with replacement) of the cached "
+     "images, paired")
     c = self.cache; idx = {k: i for i, k in enumerate(c.keys)}
     cms = np.stack([c.cms[:, idx[k]][i] for i, k in enumerate(c.taken(cfg))])
-    W = np.random.default_rng(seed).multinomial(c.n_images, np.full(c.n_images, 1 / c.n_images), size=n_boot).astype(np.float64)
-    def mious(cm): return np.nan_to_num(miou_rows(W @ np.diagonal(cm, axis1=1, axis2=2), W @ cm.sum(1), W @ cm.sum(2), c.void))
+    W = np.random.default_rng(seed).multinomial(c.n_images, np.full(c.n_images, 1 / c.n_images),
+                                                size=n_boot).astype(np.float64)
+    def mious(cm):
+        return np.nan_to_num(miou_rows(W @ np.diagonal(cm, axis1=1, axis2=2), W @ cm.sum(1), W @ cm.sum(2), c.void))
     return (mious(c.cms[:, -1]) - mious(cms)) * 100
 
 @patch
@@ -354,7 +396,8 @@ def targets(self:SearchResult,
             confidence:float|None=None,  # For the drop targets: hold on this share of bootstrap resamples (see `pick`)
            )->pd.DataFrame:
     "The paper's three targets, one row each (index: their `TARGETS` keys; `target`: how tables name them)"
-    return pd.DataFrame([dict(key=k, target=t.label) | self._row(self.target(k, cost, confidence)) for k, t in TARGETS.items()]).set_index('key')
+    return pd.DataFrame([dict(key=k, target=t.label) | self._row(self.target(k, cost, confidence)) for k,
+                         t in TARGETS.items()]).set_index('key')
 
 # %% ../nbs/06b_search.ipynb #eac864ab
 @patch
@@ -369,7 +412,8 @@ def plot(self:SearchResult, cost:str='latency', ax=None, picks:bool=True, title:
     ax.plot(self.reference[cost], self.reference['miou'] * 100, 'k*', ms=14, label='single-exit network (final exit)')
     if picks:
         for (_, r), m in zip(self.targets(cost).iterrows(), ['o', 's', 'D']):
-            ax.plot(r[col], r.miou * 100, m, mfc='none', mec='C3', ms=11, mew=1.8, label=f"{r.target}: {r.n_exits} exit(s)")
+            ax.plot(r[col], r.miou * 100, m, mfc='none', mec='C3', ms=11, mew=1.8,
+                    label=f"{r.target}: {r.n_exits} exit(s)")
     ax.set_xlabel('mean latency per image (ms)' if cost == 'latency' else 'mean GFLOPs per image')
     ax.set_ylabel('mIoU (%)'); ax.grid(alpha=.3); ax.legend(fontsize=7.5, loc='lower right')
     ax.set_title(title or f"{self.n_configs:,} configurations searched in {self.seconds:.1f} s", fontsize=9)
@@ -405,7 +449,8 @@ def to_dict(self:SearchResult)->dict:
              reference={k: self.reference[k] for k in ('miou', 'flops', 'latency') if k in self.reference},
              fronts={k: [c.to_dict() for c in v] for k, v in self.fronts.items()})
     d['tables'] = {k: json.loads(self.front(k).drop(columns='config').to_json(orient='records')) for k in self.fronts}
-    d['targets'] = {k: json.loads(self.targets(k).drop(columns='config').reset_index().to_json(orient='records')) for k in self.fronts}
+    d['targets'] = {k: json.loads(self.targets(k).drop(columns='config').reset_index().to_json(orient='records'))
+                    for k in self.fronts}
     return d
 
 @patch
@@ -420,15 +465,18 @@ def load(cls:SearchResult, path, cache:ExitCache)->SearchResult:
     path = Path(path)
     try: d = json.loads(path.read_text())
     except FileNotFoundError: raise FileNotFoundError(f"No search result at {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not a JSON search result: {e}") from None
-    if not isinstance(d, dict) or d.get('format') != RESULT_FORMAT: raise ValueError(f"{path} is not a mess_fast search result")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON search result: {e}") from None
+    if not isinstance(d, dict) or d.get('format') != RESULT_FORMAT:
+        raise ValueError(f"{path} is not a mess_fast search result")
     if (miss := [k for k in ('items', 'costs', 'fronts', 'settings', 'n_configs', 'seconds') if k not in d]):
         raise ValueError(f"{path} is not a complete mess_fast search result: it lacks {miss}")
     if d['items'] != cache.items: raise ValueError(f"{path} was made on other images than this cache's")
     try:
         costs = [ExitCosts(**c) for c in d['costs'].values()]
         fronts = {k: [ExitConfig.from_dict(c) for c in v] for k, v in d['fronts'].items()}
-    except (TypeError, ValueError, AttributeError) as e: raise ValueError(f"{path} is not a valid mess_fast search result: {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path} is not a valid mess_fast search result: {e}") from None
     return cls(cache, costs, fronts, d['settings'], d['n_configs'], d['seconds'])
 
 # %% ../nbs/06b_search.ipynb #0ab6ecfd
@@ -455,7 +503,8 @@ def check_picks(res:SearchResult,          # The search (on the calibration spli
                 rounds:int=3,              # Interleaved measurement rounds
                 cost:str='latency',        # Which front the targets come from
                )->pd.DataFrame:
-    "The paper's three picks (rows: 'final' and the `TARGETS` keys): predicted on the calibration split, (exactly on the evaluation split,) measured on the evaluation split"
+    ("The paper's three picks (rows: 'final' and the `TARGETS` keys): predicted on the calibration split, (exactly on "
+     "the evaluation split,) measured on the evaluation split")
     tg = res.targets(cost)
     preds = {FINAL: ExitConfig(budget=FINAL).predictor(net, res.cache.base_policy())}
     for t, r in tg.iterrows(): preds[t] = r.config.predictor(net, res.cache.base_policy())
@@ -464,15 +513,19 @@ def check_picks(res:SearchResult,          # The search (on the calibration spli
     rows = []
     for (name, mr), cfg in zip(m.iterrows(), [ExitConfig(budget=FINAL)] + list(tg.config)):
         r = res.evaluate(cfg)
-        row = dict(target=name, label=TARGETS[name].label if name in TARGETS else 'single-exit network', config=cfg.name,
+        row = dict(target=name, label=TARGETS[name].label if name in TARGETS else 'single-exit network',
+                   config=cfg.name,
                    calib_miou=r['miou'], calib_drop_pp=r['drop_pp'])
         if 'latency' in r: row |= dict(pred_latency_ms=r['latency'], pred_speedup=r['speedup'])
         if eval_cache is not None:
             e = eval_cache.evaluate(cfg); e0 = eval_cache.evaluate(ExitConfig(budget=FINAL))
             row |= dict(eval_pred_miou=e['miou'], eval_pred_drop_pp=(e0['miou'] - e['miou']) * 100,
-                        eval_pred_latency_ms=res.costs['latency'].mean(cfg.exits, e['hist']) if 'latency' in res.costs and cfg.budget is None
-                                             else res.costs['latency'].budgeted(cfg.budget) if 'latency' in res.costs else np.nan)
+                        eval_pred_latency_ms=res.costs['latency'].mean(cfg.exits, e['hist']) if 'latency' in res.costs
+                            and cfg.budget is None
+                                             else res.costs['latency'].budgeted(cfg.budget) if 'latency' in res.costs
+                                                 else np.nan)
         row |= dict(eval_miou=mr.miou, eval_drop_pp=(ref.miou - mr.miou) * 100, eval_latency_ms=mr.latency_ms,
-                    eval_speedup=ref.latency_ms / mr.latency_ms, eval_hist=' '.join(f"{k}:{v}" for k, v in mr['hist'].items()))
+                    eval_speedup=ref.latency_ms / mr.latency_ms, eval_hist=' '.join(f"{k}:{v}" for k,
+                            v in mr['hist'].items()))
         rows.append(row)
     return pd.DataFrame(rows).set_index('target')

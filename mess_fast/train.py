@@ -45,23 +45,28 @@ def exit_label(net:MESSNet, key:str)->str:
     return f"{net.candidates[pos].name}/{cfg.name}"
 
 def _n_real(learn)->int|None:
-    "Items of the current batch that are not the padding fastai's `DistributedDL` adds so that every rank gets as many (None: all)"
+    ("Items of the current batch that are not the padding fastai's `DistributedDL` adds so that every rank gets as "
+     "many (None: all)")
     dl = getattr(learn, 'dl', None)
     if not isinstance(dl, DistributedDL) or not hasattr(dl, 'n_padded'): return None
     bs = find_bs(learn.yb)
-    start = dl.rank * dl.n_padded // dl.world_size + dl.i - bs   # where the batch starts in the padded order (`dl.i` counts it already)
+    # where the batch starts in the padded order (`dl.i` counts it already)
+    start = dl.rank * dl.n_padded // dl.world_size + dl.i - bs
     return max(0, min(bs, dl.n - start))                          # positions from `dl.n` on are repeats
 
 def _batch_confusion(learn, key, void):
-    "Confusion matrix of exit `key` on the current batch (every exit's computed at once); under DDP, summed over the ranks"
+    ("Confusion matrix of exit `key` on the current batch (every exit's computed at once); under DDP, summed "
+     "over the ranks")
     cache = getattr(learn, '_exit_cms', None)
     if cache is None or cache[0] is not learn.pred: cache = learn._exit_cms = (learn.pred, {})
     if (key, void) not in cache[1]:
         keys, n = list(learn.pred), _n_real(learn)
         y = plain(learn.y)[:n]
-        cms = torch.stack([confusion(class_argmax(plain(learn.pred[k]).detach()[:n]), y, plain(learn.pred[k]).shape[1], void)
+        cms = torch.stack([confusion(class_argmax(plain(learn.pred[k]).detach()[:n]), y, plain(learn.pred[k]).shape[1],
+                                     void)
                            for k in keys])
-        if isinstance(getattr(learn, 'dl', None), DistributedDL) and dist.is_initialized(): dist.all_reduce(cms)   # once per batch on every rank
+        # once per batch on every rank
+        if isinstance(getattr(learn, 'dl', None), DistributedDL) and dist.is_initialized(): dist.all_reduce(cms)
         cache[1].update({(k, void): cm.cpu() for k, cm in zip(keys, cms)})
     return cache[1][key, void]
 
@@ -119,14 +124,16 @@ class ExitsMIoU(Metric):
 
 # %% ../nbs/03a_train.ipynb #e3f79b7b
 def unwrap_model(model:nn.Module)->nn.Module:
-    "The network inside a `DistributedDataParallel`/`DataParallel` wrapper (`learn.model` while fitting on several processes), else `model`"
+    ("The network inside a `DistributedDataParallel`/`DataParallel` wrapper (`learn.model` while fitting on several "
+     "processes), else `model`")
     return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 def _in_ddp(learn)->bool: return isinstance(getattr(learn, 'model', None), DistributedDataParallel)
 
 # %% ../nbs/03a_train.ipynb #15254406
 class ExitSampler(Callback):
-    "Stage 1: at every training batch, activate one randomly sampled exit ('sample') or all of them ('all'); a callback of `fit` only"
+    ("Stage 1: at every training batch, activate one randomly sampled exit ('sample') or all of them ('all'); a "
+     "callback of `fit` only")
     order = -5
     def __init__(self,
                  mode:str='sample',       # 'sample': one exit per iteration; 'all': every exit, losses summed
@@ -137,7 +144,8 @@ class ExitSampler(Callback):
         if mode not in ('sample', 'all'): raise ValueError(f"mode must be 'sample' or 'all', got {mode!r}")
         store_attr(); self.rng = random.Random(seed); self.counts = {}
     @property
-    def name(self): return 'exit_sampling'   # not 'exit_sampler': fastai sets, then deletes, `learn.<name>` around every fit
+    def name(self):
+        return 'exit_sampling'   # not 'exit_sampler': fastai sets, then deletes, `learn.<name>` around every fit
 
     def _keys(self): return list(self.keys) if self.keys is not None else list(unwrap_model(self.learn.model).heads)
     def before_fit(self): self.counts = {}
@@ -153,7 +161,8 @@ class ExitSampler(Callback):
         self.counts[k] = self.counts.get(k, 0) + 1
         net.active = [k]
     def after_backward(self):
-        "Unsampled heads get no step: fastai zeroes grads instead of clearing them, and Adam/weight decay would move them"
+        ("Unsampled heads get no step: fastai zeroes grads instead of clearing them, and Adam/weight decay "
+         "would move them")
         net = unwrap_model(self.learn.model)
         if net.active is None: return
         for k, h in net.heads.items():
@@ -163,7 +172,8 @@ class ExitSampler(Callback):
 
 # %% ../nbs/03a_train.ipynb #5c7d681b
 class FrozenEval(Callback):
-    "Stage 2: keep the frozen backbone and final head in eval mode (BatchNorm statistics and dropout) while the heads train"
+    ("Stage 2: keep the frozen backbone and final head in eval mode (BatchNorm statistics and dropout) while "
+     "the heads train")
     order = 1  # after `TrainEvalCallback` switches the whole model to train mode
     def before_train(self): net = unwrap_model(self.learn.model); net.segments.eval(); net.final_head.eval()
 
@@ -199,30 +209,44 @@ class MESSLearner(Learner):
 # %% ../nbs/03a_train.ipynb #deb5a2d6
 @delegates(Learner.__init__)
 def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with `c` and `void_code`)
-                 arch:str='resnet18',      # Backbone (see `TV_ARCHS`, or 'timm:<name>'), or a segmentation model: 'tv:<name>', 'smp:<architecture>:<encoder>' (see `mess_fast.convert`)
+                 # Backbone (see `TV_ARCHS`, or 'timm:<name>'), or a segmentation model: 'tv:<name>',
+                 # 'smp:<architecture>:<encoder>' (see `mess_fast.convert`)
+                 arch:str='resnet18',
                  pretrained:bool=False,    # Start from ImageNet weights (needs internet the first time)
                  output_stride:int|None=None, # 8 (the paper's), 16 or 32; None: `default_output_stride(arch)`
-                 final_head:str|None=None, # 'deeplab' or 'fcn'; None: `defaults.final_head` (a segmentation model keeps its own)
+                 # 'deeplab' or 'fcn'; None: `defaults.final_head` (a segmentation model keeps its own)
+                 final_head:str|None=None,
                  stage1:str='sample',      # 'sample' (one exit per iteration, the paper's) or 'all'
                  stage1_head=defaults.stage1_head, # Head used at every candidate during stage 1
                  positions:list|None=None, # Candidate positions of the stage-1 exits (default: all but the last)
                  seed:int|None=None,       # Seed of the exit sampling
-                 valid_exits=(),           # Stage-1 exits also computed (and scored) in validation: keys, or 'all'; default the final's only. Their losses add to `valid_loss`
-                 metrics=None,             # Default: mIoU and pixel accuracy of the final exit (+ the mIoU of each of `valid_exits`)
-                 model=None,               # Instead of `arch`: your torchvision/smp segmentation model, converted by `MESSNet.from_model` (weights shared), or a `MESSNet`
+                 # Stage-1 exits also computed (and scored) in validation: keys, or 'all'; default the final's only.
+                 # Their losses add to `valid_loss`
+                 valid_exits=(),
+                 # Default: mIoU and pixel accuracy of the final exit (+ the mIoU of each of `valid_exits`)
+                 metrics=None,
+                 # Instead of `arch`: your torchvision/smp segmentation model, converted by `MESSNet.from_model`
+                 # (weights shared), or a `MESSNet`
+                 model=None,
                  **kwargs)->MESSLearner:
     "A `MESSLearner` ready for stage 1: a `MESSNet` with a stage-1 head at every candidate point"
     void = getattr(dls, 'void_code', None)
     n = getattr(dls, 'c', None) or len(dls.vocab)
-    if dls.train.bs < 2: raise ValueError(f"Training batch size is {dls.train.bs}; expected at least 2: BatchNorm (in the "
-                                          "ASPP pooling branch of every DeepLab head) needs more than one value per channel")
-    if model is None: net = MESSNet(arch, n_classes=n, pretrained=pretrained, output_stride=output_stride, final_head=final_head)
+    if dls.train.bs < 2:
+        raise ValueError(f"Training batch size is {dls.train.bs}; expected at least 2: BatchNorm (in the "
+                                          "ASPP pooling branch of every DeepLab head) needs more than one "
+                                          "value per channel")
+    if model is None:
+        net = MESSNet(arch, n_classes=n, pretrained=pretrained, output_stride=output_stride, final_head=final_head)
     else:
         if pretrained or output_stride is not None or final_head is not None:
-            raise ValueError("pretrained, output_stride and final_head describe a network to build; with model= they come from the model")
+            raise ValueError("pretrained, output_stride and final_head describe a network to build; with model= they "
+                             "come from the model")
         net = model if isinstance(model, MESSNet) else MESSNet.from_model(model)
         if net.n_classes != n: raise ValueError(f"model has {net.n_classes} output classes; the data has {n}")
-        if net.heads: raise ValueError(f"model already has exit heads {list(net.heads)}; mess_learner attaches the stage-1 heads itself")
+        if net.heads:
+            raise ValueError(f"model already has exit heads {list(net.heads)}; mess_learner attaches the stage-1 "
+                             f"heads itself")
     net.meta = dict(input=input_meta(dls))   # saved with the network: what a deployed copy needs to read images
     net.check_input_size(net.meta['input']['size'])
     for p in (positions if positions is not None else _default_positions(net)): net.add_exit(p, stage1_head)
@@ -232,7 +256,8 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
     kwargs.setdefault('opt_func', Adam); kwargs['train_bn'] = False
     learn = MESSLearner(dls, net, loss_func=MultiExitLoss(void), splitter=mess_splitter, **kwargs)
     learn.exit_sampler = ExitSampler(stage1, valid_keys=vk, seed=seed)
-    learn.metrics = metrics if metrics is not None else learn.exit_metrics([FINAL], ('miou', 'acc')) + learn.exit_metrics(vk)
+    learn.metrics = metrics if metrics is not None else learn.exit_metrics([FINAL], ('miou',
+            'acc')) + learn.exit_metrics(vk)
     return learn
 
 # %% ../nbs/03a_train.ipynb #ec78fe7e
@@ -248,7 +273,8 @@ class SaveBest(TrackerCallback):
             self.best_state = {k: v.detach().clone() for k, v in unwrap_model(self.learn.model).state_dict().items()}
             self.best_epoch = self.epoch
     def after_fit(self):
-        if self.best_state is None: warnings.warn(f"no epoch improved {self.monitor!r}: kept the weights of the last epoch"); return
+        if self.best_state is None:
+            warnings.warn(f"no epoch improved {self.monitor!r}: kept the weights of the last epoch"); return
         unwrap_model(self.learn.model).load_state_dict(self.best_state); self.best_state = None
 
 def _save_cb(learn, monitor, comp=None):
@@ -257,7 +283,8 @@ def _save_cb(learn, monitor, comp=None):
     return SaveBest(monitor=monitor, comp=comp, reset_on_fit=True)
 
 def _check_lr(lr):
-    ok = all(isinstance(v, (int, float)) and 0 < v < 10 for v in (lr.tolist() if hasattr(lr, 'tolist') else listify(lr)))
+    ok = all(isinstance(v, (int, float)) and 0 < v < 10 for v in (lr.tolist() if hasattr(lr, 'tolist')
+                                                                  else listify(lr)))
     if not ok: raise ValueError(f"learning rate must be a positive number (e.g. 3e-3), got {lr!r}")
 
 def _fit_stage(learn, epochs, lr, save_cb=None, **kwargs):
@@ -284,7 +311,9 @@ def to_stage2(self:MESSLearner,
               positions:list|None=None, # Candidate positions (default: all but the last)
               distill:float=defaults.distill, # PFD weight
               T:float=defaults.T,       # PFD temperature
-              metrics:str|list='auto',  # 'auto': keep the current metrics of surviving exits, add each head's mIoU (or, beyond 16 heads, their mean and best); a list replaces them
+              # 'auto': keep the current metrics of surviving exits, add each head's mIoU (or, beyond 16 heads, their
+              # mean and best); a list replaces them
+              metrics:str|list='auto',
              ):
     "Switch to stage 2: drop the stage-1 heads, attach `grid` at `positions`, freeze backbone and final head"
     net = self.net
@@ -320,7 +349,8 @@ def to_stage2(self:MESSLearner,
 def fit_stage2(self:MESSLearner,
                epochs:int=defaults.epochs2, # Epochs of one-cycle training
                lr:float=defaults.lr2,     # Maximum learning rate
-               save_best:bool=False,      # Restore the epoch with the lowest validation loss at the end (kept in memory)
+               # Restore the epoch with the lowest validation loss at the end (kept in memory)
+               save_best:bool=False,
                **kwargs):                 # Passed to `fit_one_cycle`
     "Stage 2: train every attached head at once on the frozen backbone, with PFD"
     if self.stage != 2: raise RuntimeError("call to_stage2 first (it attaches the heads and freezes the backbone)")
@@ -443,15 +473,18 @@ class _FixedIdxs:
     def __call__(self, *args, **kwargs): return self.idxs
 
 class _PredsAsTuple(Callback):
-    "During `get_preds`: hand fastai a tuple of the exits' outputs (a one-entry dict would be taken for a 1-tuple and unwrapped by key 0)"
+    ("During `get_preds`: hand fastai a tuple of the exits' outputs (a one-entry dict would be taken for a 1-tuple and "
+     "unwrapped by key 0)")
     order = 50
     def before_validate(self): self.keys = None
     def after_loss(self):
-        if isinstance(self.learn.pred, dict): self.keys = list(self.learn.pred); self.learn.pred = tuple(self.learn.pred.values())
+        if isinstance(self.learn.pred, dict):
+            self.keys = list(self.learn.pred); self.learn.pred = tuple(self.learn.pred.values())
 
 @patch
 @delegates(Learner.get_preds)
-def get_preds(self:MESSLearner, ds_idx:int=1, dl=None, with_input:bool=False, with_decoded:bool=False, with_loss:bool=False,
+def get_preds(self:MESSLearner, ds_idx:int=1, dl=None, with_input:bool=False, with_decoded:bool=False,
+              with_loss:bool=False,
               act=None, inner:bool=False, reorder:bool=True, cbs=None, **kwargs):
     "fastai's `get_preds`, with the predictions (and decoded predictions) as dicts keyed by exit"
     if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
@@ -463,7 +496,8 @@ def get_preds(self:MESSLearner, ds_idx:int=1, dl=None, with_input:bool=False, wi
     res = list(Learner.get_preds(self, ds_idx, dl, with_input, False, with_loss, act=noop, inner=inner, reorder=False,
                                  cbs=listify(cbs) + [tup], **kwargs))
     i = 1 if with_input else 0
-    if res[i] is not None and tup.keys is not None:   # back to a dict keyed by exit, then fastai's activation and decoding
+    # back to a dict keyed by exit, then fastai's activation and decoding
+    if res[i] is not None and tup.keys is not None:
         res[i] = dict(zip(tup.keys, res[i] if isinstance(res[i], tuple) else (res[i],)))
         res[i] = (act or getcallable(self.loss_func, 'activation'))(res[i])
         if with_decoded: res.insert(i + 2, getcallable(self.loss_func, 'decodes')(res[i]))
@@ -493,8 +527,10 @@ def export(self:MESSLearner,
            fname='export.pkl',     # File name, relative to `learn.path` (as in fastai)
            overwrite:bool=False,   # Replace an existing file
            **kwargs):              # Passed to fastai's `Learner.export`
-    "fastai's `export`, refusing to replace an existing file unless `overwrite` (the rule for everything mess_fast saves); only rank 0 writes"
+    ("fastai's `export`, refusing to replace an existing file unless `overwrite` (the rule for everything mess_fast "
+     "saves); only rank 0 writes")
     if rank_distrib(): return None   # as fastai's: in a distributed run the other ranks write nothing
     dest = Path(self.path)/fname
-    atomic_write(dest, lambda tmp: Learner.export(self, Path(tmp).absolute(), **kwargs), overwrite)   # fastai joins `self.path` to a relative name again
+    # fastai joins `self.path` to a relative name again
+    atomic_write(dest, lambda tmp: Learner.export(self, Path(tmp).absolute(), **kwargs), overwrite)
     return dest

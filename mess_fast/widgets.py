@@ -42,7 +42,8 @@ def _strip_save(self:ImageStrip, path, overwrite:bool=False)->Path:
     "Save the strip as a compressed `.npz` (refuses to overwrite unless `overwrite`)"
     keys = list(self.masks)
     arrs = dict(idx=np.array(self.idx), images=self.images, labels=self.labels.astype(np.uint8), keys=np.array(keys),
-                masks=np.stack([self.masks[k] for k in keys]), codes=np.array(self.codes), void=np.array(-1 if self.void is None else self.void))
+                masks=np.stack([self.masks[k] for k in keys]), codes=np.array(self.codes), void=np.array(-1
+                        if self.void is None else self.void))
     return atomic_write(path, lambda p: np.savez_compressed(open(p, 'wb'), **arrs), overwrite)
 ImageStrip.save = _strip_save
 
@@ -52,7 +53,8 @@ def load_strip(path)->ImageStrip:
     except FileNotFoundError: raise FileNotFoundError(f"No image strip at {path}") from None
     except Exception as e: raise ValueError(f"{path} is not an image strip (.npz from ImageStrip.save): {e}") from None
     void = int(d['void']); keys = [str(k) for k in d['keys']]
-    return ImageStrip([int(i) for i in d['idx']], d['images'], d['labels'], dict(zip(keys, d['masks'])), [str(c) for c in d['codes']],
+    return ImageStrip([int(i) for i in d['idx']], d['images'], d['labels'], dict(zip(keys, d['masks'])), [str(c)
+            for c in d['codes']],
                       None if void < 0 else void)
 
 @torch.no_grad()
@@ -67,7 +69,8 @@ def image_strip(net:MESSNet,      # The network the cache was built from
     mid = cache.heads[len(cache.heads) // 2]
     conf = cache.conf(mid, cache.th_pix[len(cache.th_pix) // 2])
     order = np.argsort(-conf, kind='stable')
-    idx = sorted(int(order[i]) for i in np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)))
+    idx = sorted(int(order[i]) for i in np.unique(np.linspace(0, len(order) - 1, min(n,
+            len(order))).round().astype(int)))
     xs, ys, i = [], [], 0
     for xb, yb in dl:
         for j in range(len(xb)):
@@ -75,10 +78,13 @@ def image_strip(net:MESSNet,      # The network the cache was built from
             i += 1
     x = torch.stack(xs).to(next(net.parameters()).device)
     was = net.training; net.eval()
-    try: masks = {k: class_argmax(upsample(lg, x.shape[-2:])).cpu().numpy().astype(np.uint8) for k, lg in net.exit_walk(x)}
+    try:
+        masks = {k: class_argmax(upsample(lg, x.shape[-2:])).cpu().numpy().astype(np.uint8) for k,
+                 lg in net.exit_walk(x)}
     finally: net.train(was)
     inp = (getattr(net, 'meta', None) or {}).get('input', {})
-    mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k, d in (('mean', (0.485, 0.456, 0.406)), ('std', (0.229, 0.224, 0.225))))
+    mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k, d in (('mean', (0.485, 0.456, 0.406)), ('std',
+            (0.229, 0.224, 0.225))))
     imgs = ((x.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     codes = inp.get('codes') or list(getattr(dl, 'vocab', None) or range(net.n_classes))
     return ImageStrip(idx, imgs, torch.stack(ys).numpy(), masks, list(codes), cache.void)
@@ -99,7 +105,8 @@ def _overlay(ax, img, mask, pal, void, alpha=0.55):
     ax.imshow(img / 255. * (1 - a) + col * a); ax.set_xticks([]); ax.set_yticks([])
 
 class ExitExplorer:
-    "Interactive choice of exits and thresholds over a `SearchResult`, with exact readouts, plots, a frame strip and deployment"
+    ("Interactive choice of exits and thresholds over a `SearchResult`, with exact readouts, plots, a frame strip "
+     "and deployment")
     def __init__(self,
                  res:SearchResult,          # A search (its cache holds the calibration images' numbers)
                  net:MESSNet|None=None,     # The network the search was made for (needed to deploy)
@@ -107,41 +114,52 @@ class ExitExplorer:
                  cost:str='latency',        # Initial cost: 'latency' or 'flops'
                  max_exits:int|None=None,   # Number of exit slots; None: the search's `max_exits`
                  display_plots:bool=True,   # Draw the figures (off: readouts only, faster)
-                 certificate=None,          # A `Certificate` of this search (`SearchResult.certify`): a button and a mark for the certified pick
+                 # A `Certificate` of this search (`SearchResult.certify`): a button and a mark for the certified pick
+                 certificate=None,
                 ):
         store_attr('res,net,strip,display_plots,certificate')
         c = res.cache
         self.status = W.HTML(layout=W.Layout(min_height='1.5em')); self.status.add_class('mess-status')
         self.ok = bool(c.heads)
         if not self.ok:
-            self.status.value = '<b style="color:#b00">This search has no early exits (the network has no stage-2 heads): nothing to explore.</b>'
+            self.status.value = ('<b style="color:#b00">This search has no early exits (the network has no stage-2 '
+                                 'heads): nothing to explore.</b>')
             self.ui = W.VBox([self.status]); return
         self.by_pos = {}
         for k, p in zip(c.heads, c.pos): self.by_pos.setdefault(p, []).append(parse_exit_key(k)[1].name)
         self.max_exits = max_exits or res.settings.get('max_exits') or 3
         self._hold, self.redraws = 0, 0
-        self.cost = W.ToggleButtons(options=[('latency', 'latency'), ('GFLOPs', 'flops')], value=cost if cost in res.costs else 'flops',
+        self.cost = W.ToggleButtons(options=[('latency', 'latency'), ('GFLOPs', 'flops')], value=cost
+                                    if cost in res.costs else 'flops',
                                     description='cost'); self.cost.add_class('mess-cost')
         if 'latency' not in res.costs: self.cost.options = [('GFLOPs', 'flops')]
-        self.n_exits = W.IntSlider(value=1, min=0, max=self.max_exits, description='early exits'); self.n_exits.add_class('mess-n-exits')
-        self.budget = W.Dropdown(options=[('off (early exits)', None)] + [(k, k) for k in c.keys], value=None, description='budgeted')
+        self.n_exits = W.IntSlider(value=1, min=0, max=self.max_exits,
+                                   description='early exits'); self.n_exits.add_class('mess-n-exits')
+        self.budget = W.Dropdown(options=[('off (early exits)', None)] + [(k, k) for k in c.keys], value=None,
+                                 description='budgeted')
         pos = sorted(self.by_pos)
         self.slots = []
         for i in range(self.max_exits):
-            s = dict(pos=W.Dropdown(options=pos, value=pos[min(i * max(1, len(pos) // self.max_exits), len(pos) - 1)], description=f'exit {i + 1}', layout=W.Layout(width='150px')),
+            s = dict(pos=W.Dropdown(options=pos, value=pos[min(i * max(1, len(pos) // self.max_exits), len(pos) - 1)],
+                                    description=f'exit {i + 1}', layout=W.Layout(width='150px')),
                      head=W.Dropdown(options=[], layout=W.Layout(width='170px')),
-                     th_pix=W.SelectionSlider(options=list(c.th_pix), value=c.th_pix[len(c.th_pix) // 2], description='th_pix', continuous_update=False),
-                     th_img=W.FloatSlider(value=0.8, min=0., max=1., step=0.01, description='th_img', continuous_update=False, readout_format='.2f'),
+                     th_pix=W.SelectionSlider(options=list(c.th_pix), value=c.th_pix[len(c.th_pix) // 2],
+                                              description='th_pix', continuous_update=False),
+                     th_img=W.FloatSlider(value=0.8, min=0., max=1., step=0.01, description='th_img',
+                                          continuous_update=False, readout_format='.2f'),
                      th_text=W.FloatText(value=0.8, layout=W.Layout(width='80px')))
             s['head'].options = self.by_pos[s['pos'].value]; s['head'].value = s['head'].options[0]
             for k in ('pos', 'head', 'th_pix', 'th_img', 'th_text'): s[k].add_class(f'mess-slot{i}-{k}')
             self.slots.append(s)
         self.target_buttons = [W.Button(description=t.label, layout=W.Layout(width='auto')) for t in TARGETS.values()]
-        for i, (b, k) in enumerate(zip(self.target_buttons, TARGETS)): b.add_class(f'mess-target{i}'); b.on_click(lambda _, k=k: self.snap(k))
+        for i, (b, k) in enumerate(zip(self.target_buttons, TARGETS)):
+            b.add_class(f'mess-target{i}'); b.on_click(lambda _, k=k: self.snap(k))
         if certificate is not None:
-            cb = W.Button(description=f"certified ({certificate.alpha:.0%} {certificate.loss}, delta {certificate.delta:g})",
+            cb = W.Button(description=f"certified ({certificate.alpha:.0%} {certificate.loss}, delta "
+                                      f"{certificate.delta:g})",
                           tooltip=certificate.promise, button_style='success', layout=W.Layout(width='auto'))
-            cb.add_class('mess-certified'); cb.on_click(lambda _: self.set_config(certificate.config)); self.target_buttons.append(cb)
+            cb.add_class('mess-certified')
+            cb.on_click(lambda _: self.set_config(certificate.config)); self.target_buttons.append(cb)
         self.front = W.Dropdown(description='front point', layout=W.Layout(width='520px'))
         self.front_button = W.Button(description='snap to it'); self.front_button.add_class('mess-snap-front')
         self.front_button.on_click(lambda _: self.snap_front(self.front.value))
@@ -149,18 +167,21 @@ class ExitExplorer:
         self.plot_out, self.hist_out, self.strip_out = W.Output(), W.Output(), W.Output()
         self.plot_out.add_class('mess-pareto')
         self.path = W.Text(value='deployed.pth', description='deploy to', layout=W.Layout(width='400px'))
-        self.deploy_button = W.Button(description='deploy', button_style='primary'); self.deploy_button.add_class('mess-deploy')
+        self.deploy_button = W.Button(description='deploy',
+                                      button_style='primary'); self.deploy_button.add_class('mess-deploy')
         self.deploy_msg = W.HTML(); self.deploy_msg.add_class('mess-deploy-msg')
         self.deploy_button.on_click(lambda _: self.deploy(self.path.value))
         self._fill_front()
-        for w in [self.cost, self.n_exits, self.budget] + [s[k] for s in self.slots for k in ('head', 'th_pix', 'th_img')]:
+        for w in [self.cost, self.n_exits, self.budget] + [s[k] for s in self.slots for k in ('head', 'th_pix',
+                'th_img')]:
             w.observe(self._changed, 'value')
         for i, s in enumerate(self.slots):
             s['pos'].observe(lambda ch, i=i: self._pos_changed(i), 'value')
             s['th_text'].observe(lambda ch, i=i: self._text_changed(i), 'value')
             s['th_img'].observe(lambda ch, i=i: self._slider_changed(i), 'value')
         rows = [W.HBox([s['pos'], s['head'], s['th_pix'], s['th_img'], s['th_text']]) for s in self.slots]
-        self.ui = W.VBox([W.HTML(f"<b>Exit explorer</b> — {c.n_images} calibration images, {len(c.heads)} heads at {len(self.by_pos)} positions; "
+        self.ui = W.VBox([W.HTML(f"<b>Exit explorer</b> — {c.n_images} calibration images, {len(c.heads)} heads at "
+                                 f"{len(self.by_pos)} positions; "
                                  f"{res.n_configs:,} configurations searched"),
                           W.HBox([self.cost, self.n_exits, self.budget]), *rows,
                           W.HBox(self.target_buttons), W.HBox([self.front, self.front_button]),
@@ -176,7 +197,8 @@ def _fill_front(self:ExitExplorer):
     "The front of the current cost as the options of the front dropdown"
     f = self.res.front(self.cost.value)
     col = 'latency_ms' if self.cost.value == 'latency' else 'gflops'
-    self.front.options = [(f"{i}: {r.name}  —  mIoU {r.miou * 100:.2f}, {r[col]:.3g} {'ms' if col == 'latency_ms' else 'GFLOPs'}", i)
+    self.front.options = [(f"{i}: {r.name}  —  mIoU {r.miou * 100:.2f}, {r[col]:.3g} "
+                           f"{'ms' if col == 'latency_ms' else 'GFLOPs'}", i)
                           for i, (_, r) in enumerate(f.iterrows())]
 
 @contextmanager
@@ -206,7 +228,8 @@ def _text_changed(self:ExitExplorer, i):
     s = self.slots[i]; v = s['th_text'].value
     if self._hold: return
     if not (isinstance(v, (int, float)) and 0 <= v <= 1):
-        self.status.value = f'<b style="color:#b00">th_img of exit {i + 1} must be in [0, 1], got {html.escape(str(v))}: not applied</b>'
+        self.status.value = (f'<b style="color:#b00">th_img of exit {i + 1} must be in [0, 1], got '
+                             f'{html.escape(str(v))}: not applied</b>')
         with _held(self): s['th_text'].value = s['th_img'].value
         return
     s['th_img'].value = float(v)
@@ -218,8 +241,10 @@ def config(self:ExitExplorer)->ExitConfig:
     used = self.slots[:self.n_exits.value]
     ps = [s['pos'].value for s in used]
     for j in range(1, len(ps)):
-        if ps[j] <= ps[j - 1]: raise ValueError(f"exit {j + 1} must sit deeper than exit {j} (positions {ps[j - 1]} and {ps[j]})")
-    return ExitConfig(tuple(f"{s['pos'].value}:{s['head'].value}" for s in used), tuple(float(s['th_pix'].value) for s in used),
+        if ps[j] <= ps[j - 1]:
+            raise ValueError(f"exit {j + 1} must sit deeper than exit {j} (positions {ps[j - 1]} and {ps[j]})")
+    return ExitConfig(tuple(f"{s['pos'].value}:{s['head'].value}" for s in used), tuple(float(s['th_pix'].value)
+            for s in used),
                       tuple(float(s['th_img'].value) for s in used))
 
 @patch
@@ -247,7 +272,8 @@ def set_config(self:ExitExplorer, cfg:ExitConfig):
             for s, k, tp, ti in zip(self.slots, cfg.exits, cfg.th_pix, cfg.th_img):
                 p, h = parse_exit_key(k)
                 s['pos'].value = p; s['head'].options = self.by_pos[p]; s['head'].value = h.name
-                s['th_pix'].value = min(s['th_pix'].options, key=lambda t: abs(t - tp)); s['th_img'].value = ti; s['th_text'].value = ti
+                s['th_pix'].value = min(s['th_pix'].options,
+                                        key=lambda t: abs(t - tp)); s['th_img'].value = ti; s['th_text'].value = ti
     self._changed()
     return self
 
@@ -266,8 +292,11 @@ def snap_front(self:ExitExplorer, i:int):
 
 @patch
 def deploy(self:ExitExplorer, path):
-    "Write the current configuration's deployed predictor to `path`; refuses an existing file (the refusal shows in the UI)"
-    if self.net is None: self.deploy_msg.value = '<b style="color:#b00">deploying needs the network: ExitExplorer(res, net=...)</b>'; return None
+    ("Write the current configuration's deployed predictor to `path`; refuses an existing file (the refusal "
+     "shows in the UI)")
+    if self.net is None:
+        self.deploy_msg.value = '<b style="color:#b00">deploying needs the network: ExitExplorer(res, net=...)</b>'
+        return None
     try:
         self.res.deploy(self.config, self.net, path=path)
     except (FileExistsError, IsADirectoryError, ValueError) as e:
@@ -289,16 +318,21 @@ def update(self:ExitExplorer, cfg:ExitConfig|None=None):
     cfg = cfg or self.config
     r = self.res.evaluate(cfg); ref = self.res.reference
     self.redraws += 1
-    self.values = dict(config=cfg, miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency'), speedup=r.get('speedup'),
+    self.values = dict(config=cfg, miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency'),
+                       speedup=r.get('speedup'),
                        gflops=r['flops'], flops_ratio=r['flops_ratio'], hist=r['hist'])
     lat = (f"{r['latency']:.2f} ms ({r['speedup']:.2f}x faster than the single-exit network's {ref['latency']:.2f} ms)"
            if 'latency' in r else 'no latency profile')
     hist = ', '.join(f"{k}: {v}" for k, v in r['hist'].items())
-    self.readout.value = (f"<table class='mess-values'><tr><td><b>configuration</b></td><td>{html.escape(cfg.name)}</td></tr>"
-        f"<tr><td><b>mIoU</b></td><td class='mess-miou'>{r['miou'] * 100:.2f}% ({-r['drop_pp']:+.2f} pp vs the final exit's {ref['miou'] * 100:.2f}%)</td></tr>"
+    self.readout.value = (f"<table "
+                          f"class='mess-values'><tr><td><b>configuration</b></td><td>{html.escape(cfg.name)}</td></tr>"
+        f"<tr><td><b>mIoU</b></td><td class='mess-miou'>{r['miou'] * 100:.2f}% ({-r['drop_pp']:+.2f} pp vs the final "
+        f"exit's {ref['miou'] * 100:.2f}%)</td></tr>"
         f"<tr><td><b>mean latency</b></td><td class='mess-latency'>{lat}</td></tr>"
-        f"<tr><td><b>mean GFLOPs</b></td><td>{r['flops']:.3f} ({r['flops_ratio']:.2f}x fewer than {ref['flops']:.3f})</td></tr>"
-        f"<tr><td><b>exits taken</b></td><td class='mess-hist'>{html.escape(hist)} (of {self.res.cache.n_images} images)</td></tr></table>")
+        f"<tr><td><b>mean GFLOPs</b></td><td>{r['flops']:.3f} ({r['flops_ratio']:.2f}x fewer than "
+        f"{ref['flops']:.3f})</td></tr>"
+        f"<tr><td><b>exits taken</b></td><td class='mess-hist'>{html.escape(hist)} (of {self.res.cache.n_images} "
+        f"images)</td></tr></table>")
     if self.display_plots: self._draw(cfg, r)
     return self.values
 
@@ -309,18 +343,21 @@ def _draw(self:ExitExplorer, cfg, r):
 
 @patch
 def figures(self:ExitExplorer, cfg:ExitConfig|None=None, r:dict|None=None)->list:
-    "The explorer's figures for `cfg` (default: the current configuration): Pareto plot, exit histogram and (if any) frame strip"
+    ("The explorer's figures for `cfg` (default: the current configuration): Pareto plot, exit histogram and (if "
+     "any) frame strip")
     cfg = cfg or self.config; r = r or self.res.evaluate(cfg)
     cost = self.cost.value; col = 'latency' if cost == 'latency' else 'flops'
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     self.res.plot(cost, ax=ax, picks=False, title='')
     for t, m in zip(TARGETS, ['o', 's', 'D']):                          # the paper's point picks, and the certified one
         rt = self.res.evaluate(self.res.target(t, cost))
-        ax.plot(rt[col], rt['miou'] * 100, m, mfc='none', mec='gray', ms=9, mew=1.2, label=f"point pick: {TARGETS[t].label}")
+        ax.plot(rt[col], rt['miou'] * 100, m, mfc='none', mec='gray', ms=9, mew=1.2,
+                label=f"point pick: {TARGETS[t].label}")
     if self.certificate is not None:
         rc = self.res.evaluate(self.certificate.config)
         ax.plot(rc[col], rc['miou'] * 100, 'P', color='#2ca02c', ms=12, mec='k', zorder=6,
-                label=f"certified: risk <= {self.certificate.alpha:.0%} {self.certificate.loss} (p >= {1 - self.certificate.delta:.0%})"
+                label=f"certified: risk <= {self.certificate.alpha:.0%} {self.certificate.loss} (p >= "
+                      f"{1 - self.certificate.delta:.0%})"
                       if self.certificate.certified else 'certified: nothing (the single-exit network)')
     ax.plot(r[col], r['miou'] * 100, 'o', color='#d62728', ms=11, mec='k', zorder=5, label='this configuration')
     ax.legend(fontsize=7, loc='lower right'); ax.set_title(f"{cfg.name}", fontsize=8)
@@ -328,7 +365,8 @@ def figures(self:ExitExplorer, cfg:ExitConfig|None=None, r:dict|None=None)->list
     keys = list(r['hist'])
     fig, ax = plt.subplots(figsize=(3.6, 3.8))
     ax.bar(range(len(keys)), [r['hist'][k] for k in keys], color=[_exit_colour(cfg, k) for k in keys])
-    ax.set_xticks(range(len(keys)), keys, rotation=45, ha='right', fontsize=7); ax.set_ylabel('images'); ax.set_title('exit histogram', fontsize=9)
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha='right',
+                  fontsize=7); ax.set_ylabel('images'); ax.set_title('exit histogram', fontsize=9)
     fig.tight_layout(); figs.append(fig)
     if self.strip is None: return figs
     st, c = self.strip, self.res.cache
@@ -341,7 +379,8 @@ def figures(self:ExitExplorer, cfg:ExitConfig|None=None, r:dict|None=None)->list
         _overlay(axs[0, j], st.images[j], st.labels[j], pal, st.void); axs[0, j].set_title('label', fontsize=8)
         _overlay(axs[1, j], st.images[j], st.masks[k][j], pal, st.void)
         for sp in axs[1, j].spines.values(): sp.set_edgecolor(_exit_colour(cfg, k)); sp.set_linewidth(4)
-        axs[1, j].set_title(f"{k}" + (f"\nconf {conf:.2f}" if conf is not None else ''), fontsize=7.5, color=_exit_colour(cfg, k))
+        axs[1, j].set_title(f"{k}" + (f"\nconf {conf:.2f}" if conf is not None else ''), fontsize=7.5,
+                            color=_exit_colour(cfg, k))
     fig.suptitle('calibration frames, most to least confident: the prediction of the exit each one takes', fontsize=8)
     fig.tight_layout()
     return figs + [fig]
@@ -358,21 +397,25 @@ class ExitStepper:
                  display_plots:bool=True):
         store_attr('net,label,display_plots')
         x = plain(x if torch.is_tensor(x) else torch.as_tensor(x)); x = x[None] if x.ndim == 3 else x
-        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3: raise ValueError(f"expected one normalised image (3, H, W), got shape {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ValueError(f"expected one normalised image (3, H, W), got shape {tuple(x.shape)}")
         self.policy = policy or ExitPolicy()
         inp = (getattr(net, 'meta', None) or {}).get('input', {})
         self.codes = codes or inp.get('codes') or [str(i) for i in range(net.n_classes)]
         self.void = inp.get('void')
-        mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k, d in (('mean', (0.485, 0.456, 0.406)), ('std', (0.229, 0.224, 0.225))))
+        mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k, d in (('mean', (0.485, 0.456, 0.406)), ('std',
+                (0.229, 0.224, 0.225))))
         self.img = ((x[0].cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         was = net.training; net.eval()
         try:
-            with torch.no_grad(): self.nat = {k: lg.cpu() for k, lg in net.exit_walk(x.to(next(net.parameters()).device))}
+            with torch.no_grad():
+                self.nat = {k: lg.cpu() for k, lg in net.exit_walk(x.to(next(net.parameters()).device))}
         finally: net.train(was)
         self.keys = list(self.nat)
         self.size = x.shape[-2:]
         tp, ti = self.policy.thresholds(self.keys[0])
-        self.exit = W.SelectionSlider(options=self.keys, value=self.keys[0], description='exit', layout=W.Layout(width='600px'))
+        self.exit = W.SelectionSlider(options=self.keys, value=self.keys[0], description='exit',
+                                      layout=W.Layout(width='600px'))
         self.th_pix = W.FloatSlider(value=tp, min=0, max=1, step=0.01, description='th_pix', continuous_update=False)
         self.th_img = W.FloatSlider(value=ti, min=0, max=1, step=0.01, description='th_img', continuous_update=False)
         self.edge = W.Checkbox(value=self.policy.edge, description='edge correction')
@@ -386,7 +429,8 @@ class ExitStepper:
 # %% ../nbs/08_widgets.ipynb #bcba6c01
 @patch
 def _policy(self:ExitStepper)->ExitPolicy:
-    d = self.policy.to_dict() | dict(th_pix=float(self.th_pix.value), th_img=float(self.th_img.value), edge=bool(self.edge.value))
+    d = self.policy.to_dict() | dict(th_pix=float(self.th_pix.value), th_img=float(self.th_img.value),
+                                     edge=bool(self.edge.value))
     return ExitPolicy(**d)
 
 @patch
@@ -408,10 +452,14 @@ def update(self:ExitStepper):
     cor = cor[0]; edges = label_edges(labels, pol.s)[0] if pol.edge else torch.zeros_like(raw, dtype=torch.bool)
     confident = confident_mask(cor[None], pol.th_pix)[0, 0]
     leave, c = pol(lg, k, st); leave, c = bool(leave[0]), float(c[0])
-    self.values = dict(exit=k, image_confidence=c, leaves=bool(leave), edge_pixels=int(edges.sum()), pixels=int(raw.numel()))
-    verdict = ('the final exit always answers' if k == FINAL else ('<b style="color:#2ca02c">leaves here</b>' if leave else '<b style="color:#d62728">goes on</b>'))
-    self.text.value = (f"exit <b>{k}</b> (output stride {st}): {int(confident.sum())} of {raw.numel()} pixels at or above "
-                       f"th_pix {pol.th_pix:.2f} after correcting {self.values['edge_pixels']} edge pixels — image confidence "
+    self.values = dict(exit=k, image_confidence=c, leaves=bool(leave), edge_pixels=int(edges.sum()),
+                       pixels=int(raw.numel()))
+    verdict = ('the final exit always answers' if k == FINAL else ('<b style="color:#2ca02c">leaves here</b>' if leave
+                                                                   else '<b style="color:#d62728">goes on</b>'))
+    self.text.value = (f"exit <b>{k}</b> (output stride {st}): {int(confident.sum())} of {raw.numel()} pixels "
+                       f"at or above "
+                       f"th_pix {pol.th_pix:.2f} after correcting {self.values['edge_pixels']} edge pixels — "
+                       f"image confidence "
                        f"<b class='mess-step-conf'>{c:.3f}</b> vs th_img {pol.th_img:.2f}: {verdict}")
     if not self.display_plots: return self.values
     pal = palette_for(self.codes, self.void)
@@ -419,27 +467,35 @@ def update(self:ExitStepper):
     n = 5 + (self.label is not None)
     fig, axs = plt.subplots(1, n + 1, figsize=(2.5 * (n + 1), 2.6), gridspec_kw=dict(width_ratios=[1] * n + [1.3]))
     i = 0
-    if self.label is not None: _overlay(axs[0], self.img, np.asarray(self.label), pal, self.void); axs[0].set_title('label', fontsize=8); i = 1
+    if self.label is not None:
+        _overlay(axs[0], self.img, np.asarray(self.label), pal, self.void); axs[0].set_title('label', fontsize=8); i = 1
     _overlay(axs[i], self.img, pred, pal, self.void); axs[i].set_title(f'prediction at {k}', fontsize=8)
-    for a, (t, m) in zip(axs[i + 1:i + 4], [('top-1 confidence', raw), ('edge pixels (replaced)', raw), ('after edge correction', cor)]):
-        a.imshow(m.numpy(), cmap='viridis', vmin=0, vmax=1); a.set_title(t, fontsize=8); a.set_xticks([]); a.set_yticks([])
+    for a, (t, m) in zip(axs[i + 1:i + 4], [('top-1 confidence', raw), ('edge pixels (replaced)', raw),
+                                            ('after edge correction', cor)]):
+        a.imshow(m.numpy(), cmap='viridis', vmin=0, vmax=1); a.set_title(t,
+                fontsize=8); a.set_xticks([]); a.set_yticks([])
     e = np.zeros((*edges.shape, 4)); e[edges.numpy()] = (1, 0, 0, 0.8); axs[i + 2].imshow(e)
-    axs[i + 4].imshow(confident.numpy(), cmap='gray', vmin=0, vmax=1); axs[i + 4].set_title(f'confident (>= {pol.th_pix:.2f})', fontsize=8)
+    axs[i + 4].imshow(confident.numpy(), cmap='gray', vmin=0, vmax=1); axs[i
+            + 4].set_title(f'confident (>= {pol.th_pix:.2f})', fontsize=8)
     axs[i + 4].set_xticks([]); axs[i + 4].set_yticks([])
     ic = self.image_confidences(); ks = list(ic)
-    a = axs[-1]; a.plot(range(len(ks)), list(ic.values()), '.-', color='gray'); a.axhline(pol.th_img, color='#d62728', ls='--', lw=1)
-    a.plot(ks.index(k), c, 'o', color='#d62728'); a.set_ylim(0, 1.02); a.set_xticks(range(len(ks)), [s.split(':')[0] for s in ks], fontsize=6)
+    a = axs[-1]; a.plot(range(len(ks)), list(ic.values()), '.-', color='gray'); a.axhline(pol.th_img, color='#d62728',
+            ls='--', lw=1)
+    a.plot(ks.index(k), c, 'o', color='#d62728'); a.set_ylim(0, 1.02); a.set_xticks(range(len(ks)), [s.split(':')[0]
+            for s in ks], fontsize=6)
     a.set_title('image confidence by exit', fontsize=8); a.set_xlabel('exit position', fontsize=7)
     fig.tight_layout(); _show(self.out, fig)
     return self.values
 
 # %% ../nbs/08_widgets.ipynb #70000002
-def plot_trace(trace,                # `RiskController.trace` (a list of dicts) or its DataFrame (e.g. read from trace.csv)
-               alpha:float|None=None, # The target, drawn as a line (default: none)
-               frame:int|None=None,   # Mark this frame
-               window:int=25,         # Frames in the rolling early-exit rate
-              ):
-    "Three panels over the stream: the threshold offset, the share of frames leaving early, and the audited risk with the flag"
+def plot_trace(
+    trace,                # `RiskController.trace` (a list of dicts) or its DataFrame (e.g. read from trace.csv)
+    alpha:float|None=None, # The target, drawn as a line (default: none)
+    frame:int|None=None,   # Mark this frame
+    window:int=25,         # Frames in the rolling early-exit rate
+):
+    ("Three panels over the stream: the threshold offset, the share of frames leaving early, and the audited risk "
+     "with the flag")
     import pandas as pd
     tr = trace if isinstance(trace, pd.DataFrame) else pd.DataFrame(trace)
     fig, axs = plt.subplots(3, 1, figsize=(8, 5.2), sharex=True)
@@ -452,8 +508,10 @@ def plot_trace(trace,                # `RiskController.trace` (a list of dicts) 
     axs[2].scatter(a.frame, a.loss, s=6, color='gray', alpha=.5, label='audited losses')
     if alpha is not None: axs[2].axhline(alpha, color='C3', ls='--', lw=1, label='alpha')
     top = max(0.05, float(a.loss.max()) if len(a) else 0.05) * 1.1
-    axs[2].fill_between(tr.frame, 0, top, where=tr.flag.astype(bool), color='C3', alpha=0.12, label='drift flag', step='mid')
-    axs[2].set_ylim(0, top); axs[2].set_ylabel('disagreement'); axs[2].set_xlabel('frame'); axs[2].legend(fontsize=7, ncol=3, loc='upper left')
+    axs[2].fill_between(tr.frame, 0, top, where=tr.flag.astype(bool), color='C3', alpha=0.12, label='drift flag',
+                        step='mid')
+    axs[2].set_ylim(0, top); axs[2].set_ylabel('disagreement'); axs[2].set_xlabel('frame'); axs[2].legend(fontsize=7,
+            ncol=3, loc='upper left')
     if frame is not None:
         for ax in axs: ax.axvline(frame, color='k', lw=0.8, ls=':')
     fig.tight_layout()
@@ -466,7 +524,8 @@ class TraceMonitor:
         self.tr = trace if isinstance(trace, pd.DataFrame) else pd.DataFrame(trace)
         if not len(self.tr): raise ValueError("the trace is empty: nothing to replay")
         self.alpha, self.display_plots = alpha, display_plots
-        self.frame = W.IntSlider(value=0, min=0, max=len(self.tr) - 1, description='frame', continuous_update=False, layout=W.Layout(width='600px'))
+        self.frame = W.IntSlider(value=0, min=0, max=len(self.tr) - 1, description='frame', continuous_update=False,
+                                 layout=W.Layout(width='600px'))
         self.readout, self.out = W.HTML(), W.Output()
         self.frame.observe(lambda _: self.update(), 'value')
         self.ui = W.VBox([self.frame, self.readout, self.out]); self.update()
@@ -475,8 +534,10 @@ class TraceMonitor:
         r = self.tr.iloc[self.frame.value]
         self.values = dict(r)
         loss = f"{r.loss:.4f}" if r.audited else '—'
-        self.readout.value = (f"frame {int(r.frame)}: exit <b>{html.escape(str(r.exit))}</b>, audited: {bool(r.audited)}, loss {loss}, "
-                              f"offset {r.theta:+.3f} → {r.theta_after:+.3f}, running risk {r.risk:.4f}, windowed {r.window_risk:.4f}"
+        self.readout.value = (f"frame {int(r.frame)}: exit <b>{html.escape(str(r.exit))}</b>, audited: "
+                              f"{bool(r.audited)}, loss {loss}, "
+                              f"offset {r.theta:+.3f} → {r.theta_after:+.3f}, running risk {r.risk:.4f}, windowed "
+                              f"{r.window_risk:.4f}"
                               + (" — <b style='color:#b00'>drift flag</b>" if r.flag else ''))
         if self.display_plots: _show(self.out, plot_trace(self.tr, self.alpha, int(r.frame)))
         return self.values
