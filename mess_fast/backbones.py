@@ -72,8 +72,8 @@ def _timm_cached(m)->bool:
     repo = (getattr(m, 'pretrained_cfg', None) or {}).get('hf_hub_id')
     if not repo: return False
     from huggingface_hub import try_to_load_from_cache
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ('model.safetensors', 'pytorch_model.bin',
-            'open_clip_pytorch_model.bin'))
+    return any(isinstance(try_to_load_from_cache(repo, f), str)
+               for f in ('model.safetensors', 'pytorch_model.bin', 'open_clip_pytorch_model.bin'))
 
 def load_timm_model(name:str,              # timm model name, e.g. 'resnet18'
                     pretrained:bool=False, # Load the default pretrained weights from the Hugging Face Hub
@@ -115,8 +115,8 @@ def body_of(arch:str,               # torchvision name (see `TV_ARCHS`) or 'timm
     if arch.startswith('resnet'):
         if output_stride in (8, 16): dilate_(m.layer4, 2 if output_stride == 16 else 4)
         if output_stride == 8: dilate_(m.layer3, 2)
-        return nn.Sequential(OrderedDict((n, getattr(m, n)) for n in ['conv1','bn1','relu','maxpool','layer1','layer2',
-                                                                      'layer3','layer4']))
+        return nn.Sequential(OrderedDict((n, getattr(m, n))
+                                         for n in ['conv1','bn1','relu','maxpool','layer1','layer2','layer3','layer4']))
     if output_stride not in (None, 32):
         raise ValueError(f"output_stride is only supported for ResNets and timm models, not {arch!r}")
     return m.features

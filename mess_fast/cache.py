@@ -208,8 +208,8 @@ def concat(cls:ExitCache, caches:list)->ExitCache:
             raise ValueError("caches built with different exits, thresholds, policy settings or references "
                              "cannot be joined")
     ag = None if any(c.agree is None for c in caches) else np.concatenate([c.agree for c in caches])
-    return cls(c0.keys, c0.pos, c0.th_pix, np.concatenate([c.counts for c in caches]), np.concatenate([c.totals
-            for c in caches]),
+    return cls(c0.keys, c0.pos, c0.th_pix, np.concatenate([c.counts for c in caches]),
+               np.concatenate([c.totals for c in caches]),
                np.concatenate([c.cms for c in caches]), c0.void, c0.policy, sum([c.items for c in caches], []), c0.meta,
                ag, None if ag is None else np.concatenate([c.n_pix for c in caches]), c0.labelled)
 
@@ -250,8 +250,8 @@ class ExitConfig:
          "offset, ...)")
         d = (base or ExitPolicy()).to_dict()
         if self.budget is not None or not self.exits: return ExitPolicy(**d)
-        return ExitPolicy(**(d | dict(th_pix=dict(zip(self.exits, self.th_pix)), th_img=dict(zip(self.exits,
-                self.th_img)))))
+        return ExitPolicy(**(d | dict(th_pix=dict(zip(self.exits, self.th_pix)),
+                                      th_img=dict(zip(self.exits, self.th_img)))))
 
     def predictor(self, net:MESSNet, base:ExitPolicy|None=None, **kwargs)->EarlyExitPredictor:
         "An `EarlyExitPredictor` running this configuration on `net` (which holds at least its exits)"

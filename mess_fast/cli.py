@@ -278,8 +278,8 @@ def search_job(run,                         # A `mess_fast train` output folder 
     if cert is not None:
         (outp/'certificate.json').write_text(json.dumps(dict(config=cert.config.to_dict(), name=cert.config.name,
                                                              promise=cert.promise,
-            **{k: getattr(cert, k) for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order',
-                                             'n_test', 'risk_test',
+            **{k: getattr(cert, k)
+               for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order', 'n_test', 'risk_test',
                                               'risk_bound', 'alpha_min', 'cost', 'mean_cost')}), indent=1))
     if risk is not None: cfg = cert.config
     elif budget_ms is not None or max_drop is not None:
@@ -301,8 +301,8 @@ def search_job(run,                         # A `mess_fast train` output folder 
     ax = res.plot(cost); ax.figure.savefig(outp/'pareto.png', dpi=120, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
     res.deploy(cfg, net, path=outp/'deployed.pth')
-    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/deployed.pth" + (" (the certified pick)" if risk is not None
-            else f" (target {target})"))
+    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/deployed.pth"
+        + (" (the certified pick)" if risk is not None else f" (target {target})"))
     return outp
 
 # %% ../nbs/09_cli.ipynb #6beeaff2

@@ -317,8 +317,8 @@ def convert_model(model:nn.Module,           # A torchvision or smp segmentation
     probe = -(-probe // mult) * mult
     training = model.training; model.eval()
     try:
-        n_run, unit_taps = _trace(model, units, hooked, to_list, torch.randn(1, 3, probe, probe,
-                generator=torch.Generator().manual_seed(0)))
+        n_run, unit_taps = _trace(model, units, hooked, to_list,
+                                  torch.randn(1, 3, probe, probe, generator=torch.Generator().manual_seed(0)))
     finally: model.train(training)
     segs, taps = _cut(units, n_run, unit_taps, block_types)
     if arch is None: arch, model_kwargs = _name_of(model, n_classes)

@@ -203,8 +203,8 @@ class SegSource:
     def __repr__(self):
         return (f"SegSource({self.layout!r} at {Path(self.path).name}: {len(self.train)} train + {len(self.valid)} "
                 f"valid pairs, "
-                f"{len(self.codes)} codes, void_code={self.void_code}" + (f", {len(self.problems)} problems)"
-                        if self.problems else ")"))
+                f"{len(self.codes)} codes, void_code={self.void_code}"
+                    + (f", {len(self.problems)} problems)" if self.problems else ")"))
 
     def pairs(self, split:str='train')->list:
         "The pairs of `split`: 'train', 'valid' or 'all'."
@@ -217,8 +217,9 @@ class SegSource:
         if max_items is None: return self
         if max_items < 1: raise ValueError(f"max_items must be >= 1, got {max_items}")
         def cap(l):
-            return l if len(l) <= max_items else [l[i] for i in np.unique(np.linspace(0, len(l)-1,
-                    max_items).round().astype(int))]
+            return l if len(l) <= max_items else [l[i]
+                                                  for i in np.unique(np.linspace(0, len(l)-1,
+                                                          max_items).round().astype(int))]
         return replace(self, train=cap(self.train), valid=cap(self.valid))
 
 # %% ../nbs/01_data.ipynb #d648ffe1

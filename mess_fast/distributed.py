@@ -41,8 +41,8 @@ def _leaves_unused(learn)->bool:
     ("Does a training step of this fit leave some head out of the graph? (stage-1 sampling, or sampling from "
      "some heads only)")
     s = learn.exit_sampler
-    return learn.stage == 1 and s is not None and (s.mode == 'sample' or (s.keys is not None
-            and set(s.keys) != set(learn.net.heads)))
+    return learn.stage == 1 and s is not None and (s.mode == 'sample'
+                                                   or (s.keys is not None and set(s.keys) != set(learn.net.heads)))
 
 class _FindUnused(Callback):
     "Set DDP's `find_unused_parameters` at the start of each fit, before `DistributedTrainer` wraps the model"

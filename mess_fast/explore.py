@@ -103,8 +103,8 @@ def explorer_notebook(
             "from mess_fast.search import SearchResult\n"
             "from mess_fast.widgets import ExitExplorer, load_strip\n"
             f"ExitExplorer(SearchResult.load('search.json', ExitCache.load('cache.pt')), {net}, {strip})")
-    nb = dict(cells=[_cell('markdown', md), _cell('code', code)], metadata=dict(kernelspec=dict(name='python3',
-            display_name='Python 3', language='python')),
+    nb = dict(cells=[_cell('markdown', md), _cell('code', code)],
+              metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
               nbformat=4, nbformat_minor=5)
     for i, c in enumerate(nb['cells']): c['id'] = f"mess-explorer-{i}"
     p = d/EXPLORER_NB

@@ -295,8 +295,8 @@ def _fused_plan(net, pol, early, last, size, x)->list:
                                    main=_spec(fn, m, PART_INPUTS, PART_OUTPUTS + _taps(m.taps_out), 'part')))
         else:
             m = LastPart(net, start, end, last, size)
-            parts.append(st | dict(kind='last', steps=[], main=_spec(fn, m, LAST_INPUTS + _taps(m.taps_in),
-                                                                     LAST_OUTPUTS, 'last')))
+            parts.append(st | dict(kind='last', steps=[],
+                                   main=_spec(fn, m, LAST_INPUTS + _taps(m.taps_in), LAST_OUTPUTS, 'last')))
     return parts
 
 def _staged_plan(net, pol, size, x)->list:
@@ -312,8 +312,8 @@ def _staged_plan(net, pol, size, x)->list:
         st = dict(key=k, pos=end, stride=net.exit_stride(k), steps=steps)
         if k == FINAL:
             m = LastPart(net, end + 1, end, FINAL, size)
-            parts.append(st | dict(kind='last', main=_spec('final.onnx', m, LAST_INPUTS + _taps(m.taps_in),
-                                                           LAST_OUTPUTS, 'last')))
+            parts.append(st | dict(kind='last',
+                                   main=_spec('final.onnx', m, LAST_INPUTS + _taps(m.taps_in), LAST_OUTPUTS, 'last')))
         else:
             pos, cfg = parse_exit_key(k)
             th_pix, th_img = pol.thresholds(k)
@@ -392,16 +392,16 @@ def _quantize_all(tmp:Path, graphs:list, runs:dict, parts:list, pol:ExitPolicy, 
 # %% ../nbs/07a_export.ipynb #47f4b8b8
 def _entry(p:dict, staged:bool)->dict:
     "A part of the plan as the manifest lists it"
-    e = {k: v for k, v in p.items() if k not in ('steps', 'main')} | {k: p['main'][k] for k in ('file', 'inputs',
-            'outputs')}
+    e = {k: v for k, v in p.items() if k not in ('steps', 'main')} | {k: p['main'][k]
+                                                                      for k in ('file', 'inputs', 'outputs')}
     if staged: e['steps'] = [{k: g[k] for k in ('file', 'inputs', 'outputs', 'start', 'end')} for g in p['steps']]
     return e
 
 def _costs(net, size)->dict:
     "GFLOPs of the segments (cumulative) and of every exit, for a cache built from the graphs"
     ct = net.cost_table(tuple(size)).set_index('key')
-    return dict(n_candidates=len(net.candidates), seg_cum_gflops=[float(ct.loc[f'segment{i}', 'cum_gflops'])
-                                                                  for i in range(len(net.segments))],
+    return dict(n_candidates=len(net.candidates),
+                seg_cum_gflops=[float(ct.loc[f'segment{i}', 'cum_gflops']) for i in range(len(net.segments))],
                 head_gflops={k: float(ct.loc[k, 'gflops']) for k in net.exit_keys})
 
 def export_onnx(

@@ -20,8 +20,8 @@ __all__ = ['TINY_HEADS', 'TINY_TH_PIX', 'SYNTH_KEYS', 'SYNTH_POS', 'tiny_dls', '
            'synthetic_cache', 'hand_profile']
 
 # %% ../nbs/06a_fixtures.ipynb #f1c00006
-TINY_HEADS = [f'{p}:{h}' for p in (1, 3, 4, 6) for h in ('fcn-b0', 'fcn-crm-b1-rdi') + (('aspp-crm-b0',) if p >= 4
-        else ())]
+TINY_HEADS = [f'{p}:{h}' for p in (1, 3, 4, 6) for h in ('fcn-b0', 'fcn-crm-b1-rdi')
+              + (('aspp-crm-b0',) if p >= 4 else ())]
 TINY_TH_PIX = (0.1, 0.12, 0.15)   # untrained heads are unsure: their top-1 probability is barely above 1/12
 
 def tiny_dls(n:int=8, size=(64, 96), bs:int=4, **kwargs):
@@ -78,8 +78,9 @@ def synthetic_cache(n:int=40,          # Images
         # agreement with the final exit: right where both are right, plus chance agreement elsewhere
         fr = np.trace(cms[i, -1]) / max(truth.sum(), 1)
         for e in range(E):
-            agree[i, e] = pixels if e == E - 1 else int(round(pixels * (np.trace(cms[i, e]) / max(truth.sum(), 1) * fr
-                    + 0.1)))
+            agree[i,
+                  e] = pixels if e == E - 1 else int(round(pixels * (np.trace(cms[i, e]) / max(truth.sum(), 1) * fr
+                                                                     + 0.1)))
     agree = np.minimum(agree, pixels)
     counts = np.sort(rng.integers(0, 101, (n, E - 1, 3)), axis=-1)[..., ::-1].copy()
     meta = dict(net={}, size=[10, 20], n_candidates=8, seg_cum_gflops=[1., 2., 3., 4., 5., 6., 7., 8.],
@@ -95,8 +96,8 @@ def hand_profile(keys=SYNTH_KEYS, pos=SYNTH_POS, n:int=8, policy_at:str='native'
     head_ms, policy_ms = head_ms or {}, policy_ms or {}
     rows = [dict(kind='segment', key=f'segment{i}', pos=i, ms=1., cum_ms=float(i + 1), gflops=1.) for i in range(n)]
     for k, p in zip(keys, pos):
-        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, ms=head_ms.get(k, 2. if k == FINAL
-                else 0.5), cum_ms=np.nan, gflops=1.))
+        rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p,
+                         ms=head_ms.get(k, 2. if k == FINAL else 0.5), cum_ms=np.nan, gflops=1.))
         rows.append(dict(kind='policy', key=k, pos=p, ms=policy_ms.get(k, 0.25), cum_ms=np.nan, gflops=np.nan))
     rows += [dict(kind='upsample', key='upsample', pos=None, ms=0.1, cum_ms=np.nan, gflops=np.nan),
              dict(kind='decode', key='argmax', pos=None, ms=0.2, cum_ms=np.nan, gflops=np.nan),

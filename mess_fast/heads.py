@@ -41,8 +41,8 @@ class HeadConfig:
     @property
     def name(self)->str:
         "Short stable name, e.g. 'aspp-crm-b2-rdi'"
-        return '-'.join([self.head] + (['crm'] if self.crm else []) + [f'b{self.blocks}'] + (['rdi'] if self.rdi
-                else []))
+        return '-'.join([self.head] + (['crm'] if self.crm else []) + [f'b{self.blocks}']
+                        + (['rdi'] if self.rdi else []))
 
     @classmethod
     def from_name(cls, name:str)->HeadConfig:

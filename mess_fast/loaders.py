@@ -230,8 +230,8 @@ def plot_class_frequency(freq:pd.Series,        # From `class_frequency`
     bars = ax.bar(range(len(freq)), freq.values * (100 if freq.sum() <= 1.0001 else 1), color=pal / 255, edgecolor='k',
                   linewidth=.5)
     if void_code is not None: bars[void_code].set_hatch('//'); bars[void_code].set_facecolor('white')
-    ax.set_xticks(range(len(freq)), [c + (' (void)' if i == void_code and c.lower() != 'void' else '') for i,
-                                     c in enumerate(codes)],
+    ax.set_xticks(range(len(freq)),
+                  [c + (' (void)' if i == void_code and c.lower() != 'void' else '') for i, c in enumerate(codes)],
                   rotation=45, ha='right', fontsize=8)
     ax.set_ylabel('% of pixels' if freq.sum() <= 1.0001 else 'pixels')
     if title: ax.set_title(title, fontsize=10)

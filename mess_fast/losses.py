@@ -71,8 +71,8 @@ class MultiExitLoss(nn.Module):
         res, teacher = {}, plain(out[FINAL])
         per_img = self.reduction == 'none'
         if per_img:
-            n = ((y != self.void) if self.void is not None else torch.ones_like(y,
-                    dtype=torch.bool)).flatten(1).sum(1).clamp(min=1)
+            n = ((y != self.void) if self.void is not None
+                 else torch.ones_like(y, dtype=torch.bool)).flatten(1).sum(1).clamp(min=1)
         for k, o in out.items():
             if k == FINAL and not final: continue
             o = plain(o)

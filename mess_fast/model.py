@@ -249,8 +249,8 @@ def _final_native_stride(self:MESSNet, probe:int)->int:
     "Stride of the final head's native logits, measured on a `probe`-sized square input"
     training = self.training; self.eval()
     try:
-        lg = self.exit_logits(FINAL, self.run_segments(torch.zeros(1, 3, probe, probe,
-                                                                   device=next(self.parameters()).device)))
+        lg = self.exit_logits(FINAL,
+                              self.run_segments(torch.zeros(1, 3, probe, probe, device=next(self.parameters()).device)))
     finally: self.train(training)
     return probe // lg.shape[-1]
 

@@ -148,8 +148,8 @@ def reached(conf,            # float32 image confidences (numpy), any shape
            )->np.ndarray:
     ("How many thresholds of `th_grid` each confidence reaches: the image leaves at grid index j iff j < reached "
      "(`leaves`, vectorised)")
-    return np.searchsorted(np.array([threshold32(t, offset) for t in th_grid], np.float32), np.asarray(conf,
-            np.float32), side='right')
+    return np.searchsorted(np.array([threshold32(t, offset) for t in th_grid], np.float32),
+                           np.asarray(conf, np.float32), side='right')
 
 # %% ../nbs/04_policy.ipynb #b1c00028
 def _check_th(name, v):
@@ -191,8 +191,8 @@ class ExitPolicy:
 
     def thresholds(self, key:str)->tuple:
         "`(th_pix, th_img)` of exit `key` (`th_img` as chosen, without the offset)"
-        return tuple(float(v.get(key, max(v.values())) if isinstance(v, dict) else v) for v in (self.th_pix,
-                self.th_img))
+        return tuple(float(v.get(key, max(v.values())) if isinstance(v, dict) else v)
+                     for v in (self.th_pix, self.th_img))
 
     def window_for(self, stride:int)->int:
         "Median window size for an exit of output stride `stride` at the resolution the policy runs on"

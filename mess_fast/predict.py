@@ -149,8 +149,8 @@ def _audit(self:EarlyExitPredictor, walk, key, sel, rows, masks, aud, size):
     net, out = self.net, torch.full((len(rows),), float('nan'), dtype=torch.float64)
     if key == FINAL: out[aud[rows.cpu()]] = 0.; return out
     a = aud[rows.cpu()].nonzero()[:, 0]
-    fin = net.exit_logits(FINAL, net.run_segments(walk.feats[sel.to(self.device)[a.to(self.device)]], net.exit_pos(key)
-                                                  + 1))
+    fin = net.exit_logits(FINAL,
+                          net.run_segments(walk.feats[sel.to(self.device)[a.to(self.device)]], net.exit_pos(key) + 1))
     diff = (class_argmax(upsample(fin, size)) != masks[rows[a.to(self.device)]]).flatten(1)
     # integer count / pixels in float64: the same number in every runtime
     out[a] = (diff.sum(1).double() / diff.shape[1]).cpu()
@@ -199,8 +199,8 @@ def _batches(self:EarlyExitPredictor, items):
                          "DataLoaders (EarlyExitPredictor(net, exits, policy, dls=dls)), or use a network made by "
                          "mess_learner")
     for i in range(0, len(items), 8):   # the same preparation as the validation transforms, without fastai
-        yield torch.from_numpy(np.stack([prepare_image(o, inp['size'], inp['mean'], inp['std']) for o in items[i:i
-                +8]])), None
+        yield torch.from_numpy(np.stack([prepare_image(o, inp['size'], inp['mean'], inp['std'])
+                                         for o in items[i:i+8]])), None
 
 @patch
 def predict(self:EarlyExitPredictor,
@@ -265,8 +265,8 @@ def evaluate(self:EarlyExitPredictor,
     finally: self.policy.offset = offset0   # the controller's offset lives in the controller, not in the predictor
     lat = np.array(lat) * 1e3
     pol = sum(self.policy_time.values()) / max(len(lat), 1) * 1e3
-    return dict(miou=miou(cm, void) if cm.sum() else float('nan'), hist={k: hist[k] for k in dict.fromkeys(self.exits
-            + [exit_key or self.budget]) if k and hist[k]},
+    return dict(miou=miou(cm, void) if cm.sum() else float('nan'),
+                hist={k: hist[k] for k in dict.fromkeys(self.exits + [exit_key or self.budget]) if k and hist[k]},
                 latency_ms=float(lat.mean()), latency_median_ms=float(np.median(lat)), policy_ms=pol, n=len(lat), cm=cm,
                 exits=taken, trace=controller.trace[-len(lat):] if controller is not None else None)
 
@@ -279,8 +279,8 @@ def save(self:EarlyExitPredictor, path, overwrite:bool=False, prune:bool=True):
     elif self.budget is not None: net = self.net.pruned([self.budget], final=self.budget == FINAL)
     else: net = self.net.pruned(self.exits)
     exits = [] if self.budget is not None else self.exits[:-1]
-    meta = dict(getattr(self.net, 'meta', None) or {}) | dict(predictor=dict(exits=exits, policy=self.policy.to_dict(),
-            budget=self.budget))
+    meta = dict(getattr(self.net, 'meta', None)
+                or {}) | dict(predictor=dict(exits=exits, policy=self.policy.to_dict(), budget=self.budget))
     return net.save(path, overwrite=overwrite, meta=meta)
 
 @patch(cls_method=True)

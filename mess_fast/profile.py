@@ -82,8 +82,8 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
     # the predictor's own cost: one budgeted run minus its pieces, at the earliest exit (the smallest, least noisy
     # difference)
     k0 = min(pred.exits, key=lambda k: (net.exit_pos(k), k == FINAL))
-    jobs += [('upsample', 'upsample', None, lambda: upsample(nats[FINAL], size)), ('decode', 'argmax', None,
-            lambda: class_argmax(up)),
+    jobs += [('upsample', 'upsample', None, lambda: upsample(nats[FINAL], size)),
+             ('decode', 'argmax', None, lambda: class_argmax(up)),
              ('overhead', 'predictor', None, lambda: pred.predict_batch(x, exit_key=k0))]
     times = np.zeros((reps, len(jobs)))
     with torch.no_grad():
@@ -92,18 +92,18 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
         for r in (progress_bar(range(reps), leave=False) if progress else range(reps)):
             for j, (_, _, _, f) in enumerate(jobs): times[r, j] = time_it(f, 0, 1, dev)[0]
     col = {(kind, key): j for j, (kind, key, _, _) in enumerate(jobs)}
-    pieces = [('segment', f'segment{net.exit_pos(k0)}'), ('final' if k0 == FINAL else 'head', k0), ('upsample',
-            'upsample'), ('decode', 'argmax')]
+    pieces = [('segment', f'segment{net.exit_pos(k0)}'), ('final' if k0 == FINAL else 'head', k0),
+              ('upsample', 'upsample'), ('decode', 'argmax')]
     # the whole run minus its pieces, per round
     times[:, col['overhead', 'predictor']] -= sum(times[:, col[c]] for c in pieces)
-    df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j, (kind, key, pos,
-            _) in enumerate(jobs)])
+    df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j,
+                       (kind, key, pos, _) in enumerate(jobs)])
     sg = df.kind == 'segment'
     df['cum_ms'] = df.ms.where(sg)                                          # chains 0..i
     df.loc[sg, 'ms'] = np.diff(df.cum_ms[sg].to_numpy(), prepend=0.).clip(min=0)   # one segment: difference of chains
     ct = net.cost_table(size).set_index('key')
-    df['gflops'] = [ct.gflops[k] if kind in ('segment', 'head', 'final') else np.nan for k, kind in zip(df.key,
-            df.kind)]
+    df['gflops'] = [ct.gflops[k] if kind in ('segment', 'head', 'final') else np.nan for k,
+                    kind in zip(df.key, df.kind)]
     meta = dict(device=_device_name(dev), torch=torch.__version__, size=list(size), bs=bs,
                 threads=torch.get_num_threads(),
                 warmup=warmup, reps=reps, net=net.full_config(), policy=repr(policy), policy_at=policy.at,
@@ -153,8 +153,8 @@ class LatencyProfile:
         ("Latency (ms) of answering at exit `key`: segments up to its position + head + decoding + the predictor's "
          "overhead (+ the policy check that let the image leave, if `policy`)")
         up = 0. if policy and self.meta['policy_at'] == 'full' else self.ms('upsample', 'upsample')
-        return (self.backbone_latency(self._pos(key)) + self.visit_latency(key, policy) + up + self.ms('decode',
-                'argmax')
+        return (self.backbone_latency(self._pos(key)) + self.visit_latency(key, policy) + up
+                + self.ms('decode', 'argmax')
                 + self.overhead())
 
     def costs(self, keys=None)->ExitCosts:
@@ -163,8 +163,8 @@ class LatencyProfile:
         if (miss := [k for k in keys if k not in self.exit_keys]):
             raise KeyError(f"The latency profile has no rows for exits {miss}: profile the same network")
         heads = [k for k in keys if k != FINAL]
-        return ExitCosts('latency', {k: self.exit_latency(k, policy=True) for k in heads}, {k: self.visit_latency(k)
-                for k in heads},
+        return ExitCosts('latency', {k: self.exit_latency(k, policy=True) for k in heads},
+                         {k: self.visit_latency(k) for k in heads},
                          self.exit_latency(FINAL), {k: self.exit_latency(k) for k in keys},
                          {k: self.backbone_latency(self._pos(k)) for k in keys})
 
@@ -188,8 +188,8 @@ class LatencyProfile:
             pos, lat = self._pos(k), self.exit_latency(k)
             head = self.table[(self.table.key == k) & self.table.kind.isin(['head', 'final'])].iloc[0]
             rows.append(dict(key=k, pos=pos, gflops=float(sg.gflops[sg.pos <= pos].sum() + head.gflops), latency_ms=lat,
-                             backbone_ms=self.backbone_latency(pos), head_ms=float(head.ms), policy_ms=self.ms('policy',
-                                     k),
+                             backbone_ms=self.backbone_latency(pos), head_ms=float(head.ms),
+                                 policy_ms=self.ms('policy', k),
                              policy_share=self.ms('policy', k) / lat))
         return pd.DataFrame(rows)
 

@@ -119,8 +119,8 @@ class OnnxEarlyExitRunner:
         self.policy = ExitPolicy(**man['policy'])   # the deployment's exit rule (numpy here), with its global offset
         self.finish = self._session(man['finish'], so, FINISH_INPUTS, FINISH_OUTPUTS) if man.get('finish') else None
         pg = man.get('policy_graph')
-        self.policy_graph = (dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS, session=self._session(pg, so,
-                POLICY_INPUTS, POLICY_OUTPUTS))
+        self.policy_graph = (dict(file=pg, inputs=POLICY_INPUTS, outputs=POLICY_OUTPUTS,
+                                  session=self._session(pg, so, POLICY_INPUTS, POLICY_OUTPUTS))
                              if pg else None)
         self.quantize = man.get('quantize')
         self.size = tuple(man['input']['size'])
@@ -138,8 +138,8 @@ class OnnxEarlyExitRunner:
                              f"export the network again")
         return s
 
-    _FORMS = dict(exit=[(PART_INPUTS, PART_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)], last=[(LAST_INPUTS, LAST_OUTPUTS),
-            (HEAD_INPUTS, HEAD_OUTPUTS)],
+    _FORMS = dict(exit=[(PART_INPUTS, PART_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)],
+                  last=[(LAST_INPUTS, LAST_OUTPUTS), (HEAD_INPUTS, HEAD_OUTPUTS)],
                   step=[(STEP_INPUTS, STEP_OUTPUTS)])
 
     def _graph(self, g, so, kind):
@@ -164,8 +164,9 @@ class OnnxEarlyExitRunner:
 
     def __repr__(self):
         if self.budget is not None: return f"OnnxEarlyExitRunner(budget={self.budget!r}, size={self.size})"
-        return ("OnnxEarlyExitRunner(" + ' > '.join([f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})"
-                                                     for p in self.parts[:-1]] + [self.exits[-1]])
+        return ("OnnxEarlyExitRunner("
+                + ' > '.join([f"{p['key']} ({p['th_pix']:g}/{p['th_img']:g})" for p in self.parts[:-1]]
+                             + [self.exits[-1]])
                 + f", size={self.size})")
 
     def prepare(self, items, # A file, PIL image or uint8 array, or a list of them
@@ -209,8 +210,10 @@ def _take(st:dict, rows)->dict:
 def _run(self:OnnxEarlyExitRunner, g:dict, st:dict, **extra)->tuple:
     ("Run graph `g` on the carried arrays `st` ('x': the features, then taps) and `extra` inputs: `(st after it, "
      "{output name: array})`")
-    out = dict(zip(g['outputs'], g['session'].run(None, {n: extra[n] if n in extra else st['x' if n == 'features'
-            else n] for n in g['inputs']})))
+    out = dict(zip(g['outputs'],
+                   g['session'].run(None,
+                                    {n: extra[n] if n in extra else st['x' if n == 'features' else n]
+                                     for n in g['inputs']})))
     new = {('x' if n == 'features' else n): v for n, v in out.items() if n == 'features' or n.startswith('tap')}
     return (st | new if new else st), out
 
@@ -275,8 +278,9 @@ def _predict_batch(self:OnnxEarlyExitRunner,
         sel = np.flatnonzero(leave)
         if len(sel):
             rows = idx[sel]
-            masks[rows] = self.finish.run(None, {'logits': nat if len(sel) == len(idx)
-                                                 else np.ascontiguousarray(nat[sel])})[0]
+            masks[rows] = self.finish.run(None,
+                                          {'logits': nat if len(sel) == len(idx)
+                                           else np.ascontiguousarray(nat[sel])})[0]
             conf[rows] = c[sel]
             for r in rows: taken[r] = p['key']
             if aud[rows].any():   # audited images go on through the rest of the chain from the features they left with
@@ -368,8 +372,8 @@ def _evaluate(self:OnnxEarlyExitRunner,
     finally: self.policy.offset = offset0   # the controller's offset lives in the controller, not in the runner
     hist = Counter(taken); lat = np.array(lat) * 1e3
     return dict(miou=miou(cm, void), hist={k: hist[k] for k in self.exits if hist[k]}, latency_ms=float(lat.mean()),
-                latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken, conf=np.array(confs,
-                        np.float32),
+                latency_median_ms=float(np.median(lat)), n=len(lat), cm=cm, exits=taken,
+                    conf=np.array(confs, np.float32),
                 trace=controller.trace[-len(lat):] if controller is not None else None)
 
 # %% ../nbs/07_runtime.ipynb #428dfe3c

@@ -50,8 +50,8 @@ class Front:
         return np.where(i >= 0, self.best[np.maximum(i, 0)], -np.inf) >= acc
     def add(self, acc, cost, load):
         "Merge points (`acc` float64, `cost` int64, one payload each) into the front"
-        a, c, l = np.concatenate([self.acc, acc]), np.concatenate([self.cost, np.asarray(cost,
-                np.int64)]), self.load + list(load)
+        a, c, l = np.concatenate([self.acc, acc]), np.concatenate([self.cost,
+                                                                   np.asarray(cost, np.int64)]), self.load + list(load)
         k = np.flatnonzero(pareto_mask(a, c)); k = k[np.argsort(c[k], kind='stable')]
         self.acc, self.cost, self.load = a[k], c[k], [l[j] for j in k]
         self.best = np.maximum.accumulate(self.acc)
@@ -163,15 +163,15 @@ def walk(self:ChainSearch, chain:list, X:torch.Tensor, acc:torch.Tensor, p_fixed
     N, T, D = self.N, self.T, self.D
     j, R = len(chain), X.shape[0]
     last = self.pos[chain[-1][0]] if chain else -1
-    opts = [(e, p) for e in range(len(self.heads)) if self.pos[e] > last for p in ([p_fixed] if p_fixed is not None
-            else range(len(self.th_pix)))]
+    opts = [(e, p) for e in range(len(self.heads)) if self.pos[e] > last
+            for p in ([p_fixed] if p_fixed is not None else range(len(self.th_pix)))]
     if not opts: return
     steps = [self.step(e, p, j) for e, p in opts]
     tot = (X @ torch.stack([s[0] for s in steps], 1).reshape(N, -1)).reshape(R, len(opts), T, D) + acc[:, None, None, :]
     for oi, (e, p) in enumerate(opts):
         ch = chain + [(e, p)]   # count columns: one per chosen exit, then the final exit's right after them
-        self.screen(tot[:, oi].reshape(-1, D), [c[0] for c in ch], lambda r, ch=tuple(ch): (ch, np.unravel_index(r, (T,
-                ) * len(ch))))
+        self.screen(tot[:, oi].reshape(-1, D), [c[0] for c in ch], lambda r,
+                    ch=tuple(ch): (ch, np.unravel_index(r, (T,) * len(ch))))
     if j + 1 < self.max_exits:
         for oi, (e, p) in enumerate(opts):
             _, Lv, S = steps[oi]
@@ -231,8 +231,8 @@ class SearchResult:
 
     def _check_cost(self, cost):
         if cost not in self.costs:
-            raise ValueError(f"cost must be one of {list(self.costs)}, got {cost!r}" + ("" if 'latency' in self.costs
-                    else " (search with a LatencyProfile for latency)"))
+            raise ValueError(f"cost must be one of {list(self.costs)}, got {cost!r}"
+                             + ("" if 'latency' in self.costs else " (search with a LatencyProfile for latency)"))
         return cost
 
     def evaluate(self, cfg:ExitConfig)->dict:
@@ -248,8 +248,8 @@ class SearchResult:
     def _row(self, cfg):
         r = self.evaluate(cfg)
         return dict(config=cfg, name=cfg.name, n_exits=0 if cfg.budget is not None else len(cfg.exits),
-                    miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency', np.nan), speedup=r.get('speedup',
-                            np.nan),
+                    miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency', np.nan),
+                        speedup=r.get('speedup', np.nan),
                     gflops=r['flops'], flops_ratio=r['flops_ratio'], disagreement=r.get('disagreement', np.nan),
                     hist=' '.join(f"{k}:{v}" for k, v in r['hist'].items()))
 
@@ -293,8 +293,8 @@ def search(cache:ExitCache,            # Built on the calibration split
     costs = [flops_costs(cache)] + ([profile.costs(cache.keys)] if profile is not None else [])
     cs = ChainSearch(cache, heads, th_pix, th_img, costs, max_exits, accuracy)
     fronts = cs.run(per_exit_th_pix, progress)
-    return SearchResult(cache, costs, fronts, dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix,
-                                                   per_exit_th_pix=per_exit_th_pix,
+    return SearchResult(cache, costs, fronts,
+                        dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit_th_pix,
                                                    heads=heads, accuracy=accuracy), cs.n_configs,
                                                        time.perf_counter() - t0)
 
@@ -346,8 +346,8 @@ def pick(self:SearchResult,
                      + 1e-12].sort_values('miou').iloc[-1]; why = f"the most accurate within {budget:g} {unit}"
         elif budget is not None: near = f.sort_values(col).iloc[0]; why = "the cheapest configuration"
         else: near = f.sort_values('miou').iloc[-1]; why = "the most accurate configuration"
-        raise ValueError("No configuration meets " + ' and '.join(([f"cost <= {budget:g} {unit}"] if budget is not None
-                                                                   else [])
+        raise ValueError("No configuration meets "
+                         + ' and '.join(([f"cost <= {budget:g} {unit}"] if budget is not None else [])
                          + ([f"mIoU >= {floor:.4f}"] if floor > -np.inf else [])) +
                          f"; {why}: {near['name']} (mIoU {near.miou:.4f}, {near[col]:.3g} {unit})")
     if confidence is not None:
@@ -358,8 +358,9 @@ def pick(self:SearchResult,
             if np.quantile(self.bootstrap_drop(r.config), confidence) <= max_drop_pp + 1e-9: return r.config
         return ExitConfig(budget=FINAL)
     g = f[ok]
-    best = g.sort_values([col, 'miou'], ascending=[True, False]).iloc[0] if budget is None else g.sort_values(['miou',
-            col], ascending=[False, True]).iloc[0]
+    best = g.sort_values([col, 'miou'],
+                         ascending=[True, False]).iloc[0] if budget is None else g.sort_values(['miou', col],
+                                 ascending=[False, True]).iloc[0]
     return best.config
 
 @patch
@@ -525,7 +526,7 @@ def check_picks(res:SearchResult,          # The search (on the calibration spli
                                              else res.costs['latency'].budgeted(cfg.budget) if 'latency' in res.costs
                                                  else np.nan)
         row |= dict(eval_miou=mr.miou, eval_drop_pp=(ref.miou - mr.miou) * 100, eval_latency_ms=mr.latency_ms,
-                    eval_speedup=ref.latency_ms / mr.latency_ms, eval_hist=' '.join(f"{k}:{v}" for k,
-                            v in mr['hist'].items()))
+                    eval_speedup=ref.latency_ms / mr.latency_ms,
+                        eval_hist=' '.join(f"{k}:{v}" for k, v in mr['hist'].items()))
         rows.append(row)
     return pd.DataFrame(rows).set_index('target')

@@ -256,8 +256,8 @@ def mess_learner(dls,                      # `DataLoaders` from `mess_dls` (with
     kwargs.setdefault('opt_func', Adam); kwargs['train_bn'] = False
     learn = MESSLearner(dls, net, loss_func=MultiExitLoss(void), splitter=mess_splitter, **kwargs)
     learn.exit_sampler = ExitSampler(stage1, valid_keys=vk, seed=seed)
-    learn.metrics = metrics if metrics is not None else learn.exit_metrics([FINAL], ('miou',
-            'acc')) + learn.exit_metrics(vk)
+    learn.metrics = metrics if metrics is not None else learn.exit_metrics([FINAL],
+            ('miou', 'acc')) + learn.exit_metrics(vk)
     return learn
 
 # %% ../nbs/03a_train.ipynb #ec78fe7e
@@ -283,8 +283,8 @@ def _save_cb(learn, monitor, comp=None):
     return SaveBest(monitor=monitor, comp=comp, reset_on_fit=True)
 
 def _check_lr(lr):
-    ok = all(isinstance(v, (int, float)) and 0 < v < 10 for v in (lr.tolist() if hasattr(lr, 'tolist')
-                                                                  else listify(lr)))
+    ok = all(isinstance(v, (int, float)) and 0 < v < 10
+             for v in (lr.tolist() if hasattr(lr, 'tolist') else listify(lr)))
     if not ok: raise ValueError(f"learning rate must be a positive number (e.g. 3e-3), got {lr!r}")
 
 def _fit_stage(learn, epochs, lr, save_cb=None, **kwargs):

@@ -42,8 +42,8 @@ def _strip_save(self:ImageStrip, path, overwrite:bool=False)->Path:
     "Save the strip as a compressed `.npz` (refuses to overwrite unless `overwrite`)"
     keys = list(self.masks)
     arrs = dict(idx=np.array(self.idx), images=self.images, labels=self.labels.astype(np.uint8), keys=np.array(keys),
-                masks=np.stack([self.masks[k] for k in keys]), codes=np.array(self.codes), void=np.array(-1
-                        if self.void is None else self.void))
+                masks=np.stack([self.masks[k] for k in keys]), codes=np.array(self.codes),
+                    void=np.array(-1 if self.void is None else self.void))
     return atomic_write(path, lambda p: np.savez_compressed(open(p, 'wb'), **arrs), overwrite)
 ImageStrip.save = _strip_save
 
@@ -53,8 +53,8 @@ def load_strip(path)->ImageStrip:
     except FileNotFoundError: raise FileNotFoundError(f"No image strip at {path}") from None
     except Exception as e: raise ValueError(f"{path} is not an image strip (.npz from ImageStrip.save): {e}") from None
     void = int(d['void']); keys = [str(k) for k in d['keys']]
-    return ImageStrip([int(i) for i in d['idx']], d['images'], d['labels'], dict(zip(keys, d['masks'])), [str(c)
-            for c in d['codes']],
+    return ImageStrip([int(i) for i in d['idx']], d['images'], d['labels'], dict(zip(keys, d['masks'])),
+                      [str(c) for c in d['codes']],
                       None if void < 0 else void)
 
 @torch.no_grad()
@@ -69,8 +69,8 @@ def image_strip(net:MESSNet,      # The network the cache was built from
     mid = cache.heads[len(cache.heads) // 2]
     conf = cache.conf(mid, cache.th_pix[len(cache.th_pix) // 2])
     order = np.argsort(-conf, kind='stable')
-    idx = sorted(int(order[i]) for i in np.unique(np.linspace(0, len(order) - 1, min(n,
-            len(order))).round().astype(int)))
+    idx = sorted(int(order[i])
+                 for i in np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)))
     xs, ys, i = [], [], 0
     for xb, yb in dl:
         for j in range(len(xb)):
@@ -83,8 +83,8 @@ def image_strip(net:MESSNet,      # The network the cache was built from
                  lg in net.exit_walk(x)}
     finally: net.train(was)
     inp = (getattr(net, 'meta', None) or {}).get('input', {})
-    mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k, d in (('mean', (0.485, 0.456, 0.406)), ('std',
-            (0.229, 0.224, 0.225))))
+    mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k,
+                 d in (('mean', (0.485, 0.456, 0.406)), ('std', (0.229, 0.224, 0.225))))
     imgs = ((x.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     codes = inp.get('codes') or list(getattr(dl, 'vocab', None) or range(net.n_classes))
     return ImageStrip(idx, imgs, torch.stack(ys).numpy(), masks, list(codes), cache.void)
@@ -172,8 +172,8 @@ class ExitExplorer:
         self.deploy_msg = W.HTML(); self.deploy_msg.add_class('mess-deploy-msg')
         self.deploy_button.on_click(lambda _: self.deploy(self.path.value))
         self._fill_front()
-        for w in [self.cost, self.n_exits, self.budget] + [s[k] for s in self.slots for k in ('head', 'th_pix',
-                'th_img')]:
+        for w in [self.cost, self.n_exits, self.budget] + [s[k] for s in self.slots
+                                                           for k in ('head', 'th_pix', 'th_img')]:
             w.observe(self._changed, 'value')
         for i, s in enumerate(self.slots):
             s['pos'].observe(lambda ch, i=i: self._pos_changed(i), 'value')
@@ -243,8 +243,8 @@ def config(self:ExitExplorer)->ExitConfig:
     for j in range(1, len(ps)):
         if ps[j] <= ps[j - 1]:
             raise ValueError(f"exit {j + 1} must sit deeper than exit {j} (positions {ps[j - 1]} and {ps[j]})")
-    return ExitConfig(tuple(f"{s['pos'].value}:{s['head'].value}" for s in used), tuple(float(s['th_pix'].value)
-            for s in used),
+    return ExitConfig(tuple(f"{s['pos'].value}:{s['head'].value}" for s in used),
+                      tuple(float(s['th_pix'].value) for s in used),
                       tuple(float(s['th_img'].value) for s in used))
 
 @patch
@@ -403,8 +403,8 @@ class ExitStepper:
         inp = (getattr(net, 'meta', None) or {}).get('input', {})
         self.codes = codes or inp.get('codes') or [str(i) for i in range(net.n_classes)]
         self.void = inp.get('void')
-        mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k, d in (('mean', (0.485, 0.456, 0.406)), ('std',
-                (0.229, 0.224, 0.225))))
+        mean, std = (torch.tensor(inp.get(k, d))[:, None, None] for k,
+                     d in (('mean', (0.485, 0.456, 0.406)), ('std', (0.229, 0.224, 0.225))))
         self.img = ((x[0].cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         was = net.training; net.eval()
         try:
@@ -454,8 +454,8 @@ def update(self:ExitStepper):
     leave, c = pol(lg, k, st); leave, c = bool(leave[0]), float(c[0])
     self.values = dict(exit=k, image_confidence=c, leaves=bool(leave), edge_pixels=int(edges.sum()),
                        pixels=int(raw.numel()))
-    verdict = ('the final exit always answers' if k == FINAL else ('<b style="color:#2ca02c">leaves here</b>' if leave
-                                                                   else '<b style="color:#d62728">goes on</b>'))
+    verdict = ('the final exit always answers' if k == FINAL
+               else ('<b style="color:#2ca02c">leaves here</b>' if leave else '<b style="color:#d62728">goes on</b>'))
     self.text.value = (f"exit <b>{k}</b> (output stride {st}): {int(confident.sum())} of {raw.numel()} pixels "
                        f"at or above "
                        f"th_pix {pol.th_pix:.2f} after correcting {self.values['edge_pixels']} edge pixels — "
@@ -470,8 +470,8 @@ def update(self:ExitStepper):
     if self.label is not None:
         _overlay(axs[0], self.img, np.asarray(self.label), pal, self.void); axs[0].set_title('label', fontsize=8); i = 1
     _overlay(axs[i], self.img, pred, pal, self.void); axs[i].set_title(f'prediction at {k}', fontsize=8)
-    for a, (t, m) in zip(axs[i + 1:i + 4], [('top-1 confidence', raw), ('edge pixels (replaced)', raw),
-                                            ('after edge correction', cor)]):
+    for a, (t, m) in zip(axs[i + 1:i + 4],
+                         [('top-1 confidence', raw), ('edge pixels (replaced)', raw), ('after edge correction', cor)]):
         a.imshow(m.numpy(), cmap='viridis', vmin=0, vmax=1); a.set_title(t,
                 fontsize=8); a.set_xticks([]); a.set_yticks([])
     e = np.zeros((*edges.shape, 4)); e[edges.numpy()] = (1, 0, 0, 0.8); axs[i + 2].imshow(e)
@@ -481,8 +481,8 @@ def update(self:ExitStepper):
     ic = self.image_confidences(); ks = list(ic)
     a = axs[-1]; a.plot(range(len(ks)), list(ic.values()), '.-', color='gray'); a.axhline(pol.th_img, color='#d62728',
             ls='--', lw=1)
-    a.plot(ks.index(k), c, 'o', color='#d62728'); a.set_ylim(0, 1.02); a.set_xticks(range(len(ks)), [s.split(':')[0]
-            for s in ks], fontsize=6)
+    a.plot(ks.index(k), c, 'o', color='#d62728'); a.set_ylim(0, 1.02); a.set_xticks(range(len(ks)),
+            [s.split(':')[0] for s in ks], fontsize=6)
     a.set_title('image confidence by exit', fontsize=8); a.set_xlabel('exit position', fontsize=7)
     fig.tight_layout(); _show(self.out, fig)
     return self.values
