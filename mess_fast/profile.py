@@ -20,7 +20,7 @@ from .policy import ExitPolicy, ExitCosts
 from .predict import EarlyExitPredictor
 
 # %% auto #0
-__all__ = ['PROFILE_FORMAT', 'time_it', 'profile_net', 'LatencyProfile']
+__all__ = ['PROFILE_FORMAT', 'time_it', 'timing_summary', 'device_name', 'profile_net', 'LatencyProfile']
 
 # %% ../nbs/05_profile.ipynb #6928bf42
 def _sync(device):
@@ -40,12 +40,14 @@ def time_it(f,               # Function to time (called without arguments)
             res.append(time.perf_counter() - t)
     return np.array(res) * 1e3
 
-def _summary(ms)->dict:
+def timing_summary(ms)->dict:
+    "Median, interquartile range, standard deviation and count of the timings `ms` (milliseconds)"
     q1, med, q3 = np.percentile(ms, [25, 50, 75])
     return dict(ms=float(med), iqr_ms=float(q3 - q1), std_ms=float(ms.std()), reps=len(ms))
 
 # %% ../nbs/05_profile.ipynb #73cc9f8a
-def _device_name(device)->str:
+def device_name(device)->str:
+    "The name profiles record for `device`: 'cpu:<processor>' or 'cuda:<GPU name>'"
     d = torch.device(device)
     if d.type == 'cuda': return f"cuda:{torch.cuda.get_device_name(d)}"
     return f"{d.type}:{platform.processor() or platform.machine()}"
@@ -96,7 +98,7 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
               ('upsample', 'upsample'), ('decode', 'argmax')]
     # the whole run minus its pieces, per round
     times[:, col['overhead', 'predictor']] -= sum(times[:, col[c]] for c in pieces)
-    df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **_summary(times[:, j])) for j,
+    df = pd.DataFrame([dict(kind=kind, key=key, pos=pos, **timing_summary(times[:, j])) for j,
                        (kind, key, pos, _) in enumerate(jobs)])
     sg = df.kind == 'segment'
     df['cum_ms'] = df.ms.where(sg)                                          # chains 0..i
@@ -104,7 +106,7 @@ def profile_net(net:MESSNet,         # The multi-exit network (all attached head
     ct = net.cost_table(size).set_index('key')
     df['gflops'] = [ct.gflops[k] if kind in ('segment', 'head', 'final') else np.nan for k,
                     kind in zip(df.key, df.kind)]
-    meta = dict(device=_device_name(dev), torch=torch.__version__, size=list(size), bs=bs,
+    meta = dict(device=device_name(dev), torch=torch.__version__, size=list(size), bs=bs,
                 threads=torch.get_num_threads(),
                 warmup=warmup, reps=reps, net=net.full_config(), policy=repr(policy), policy_at=policy.at,
                 n_candidates=n, created=datetime.datetime.now().isoformat(timespec='seconds'))
@@ -117,7 +119,8 @@ class LatencyProfile:
 
     def __repr__(self):
         m = self.meta
-        return (f"LatencyProfile({m['device']}, torch {m['torch']}, size={tuple(m['size'])}, bs={m['bs']}, "
+        rt = m.get('runtime') or f"torch {m['torch']}"   # ONNX Runtime profiles (mess_fast.onnx_search) say so
+        return (f"LatencyProfile({m['device']}, {rt}, size={tuple(m['size'])}, bs={m['bs']}, "
                 f"threads={m['threads']}, {len(self.table)} rows)")
 
     def ms(self, kind:str, key:str)->float:
@@ -215,8 +218,8 @@ def check(self:LatencyProfile, size=None, bs:int|None=None, device=None, src='th
     if bs is not None and bs != m['bs']:
         raise ValueError(f"{src} was measured at batch size {m['bs']}, not {bs}: profile again at this batch size")
     if device is None: return self
-    if _device_name(device) != m['device']:
-        warnings.warn(f"{src} was measured on {m['device']}, not on {_device_name(device)}: "
+    if device_name(device) != m['device']:
+        warnings.warn(f"{src} was measured on {m['device']}, not on {device_name(device)}: "
                       "its latencies may not apply")
     if m['torch'] != torch.__version__:
         warnings.warn(f"{src} was measured with torch {m['torch']}, this is {torch.__version__}")
