@@ -4,14 +4,14 @@ deploys to (`mess_fast.onnx_search`).
 The network: the trust benchmark's ResNet-18 MESS (results/mess_r18_0016E5.pth: trained on sequence 0016E5 only, 120x160,
 28 heads at 7 positions). Frames of sequences it never trained on:
 - the int8 quantizer calibrates on 38 frames of the training sequence (every 8th: no labels used),
-- the search chooses on sequence 0006R0 (101 frames), with a cache and a latency profile built by the very graphs it
-  deploys (float32 or int8),
-- everything reported is measured on sequence 0001TP (its 62 frames here): mIoU against ground truth (exact: the cache of the
+- the search chooses on one sequence (default 0001TP: its 62 frames here), with a cache and a latency profile built by
+  the very graphs it deploys (float32 or int8),
+- everything reported is measured on another (default 0006R0, 101 frames): mIoU against ground truth (exact: the cache of the
   deployed graphs on those frames, checked against the deployment's own `evaluate`), latency per image at batch size
   1 with 2 threads, deployments timed in interleaved rounds (the order rotating), medians over the rounds.
 
 Reported per runtime (torch eager, ORT float32, ORT int8): the plain model (the single-exit network: the final exit
-alone) and the paper's three targets picked on 0006R0; speed-ups against the plain model in the same runtime and
+alone) and the paper's three targets picked on the search sequence; speed-ups against the plain model in the same runtime and
 against plain ORT float32; the quantization's mIoU cost and speed-up per exit (each exit alone, budgeted); the
 search's predicted latency (its ORT profile) against the measured one.
 
@@ -20,7 +20,8 @@ faster than the plain model in ORT float32 at <= 1 pp drop. (The issue asks for 
 LR-ASPP MESS network exists on this machine; not run.)
 
 torch runs with OMP_WAIT_POLICY=PASSIVE (set before torch is imported). Writes results/int8.json and results/int8.txt.
-Run:  python bench/bench_int8.py   (about 15 min here)
+Run:  python bench/bench_int8.py   (about 10 min here)
+      python bench/bench_int8.py --search-seq 0006R0 --eval-seq 0001TP --stem int8_eval0001TP   (the roles swapped)
 """
 import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
@@ -57,18 +58,21 @@ def torch_latency(pred, xs):
     return (time.perf_counter() - t) / len(xs) * 1e3
 
 @call_parse
-def main(rounds:int=3,      # Interleaved timing rounds
-         n_time:int=60,     # Evaluation frames timed per round (the first of 0001TP); mIoU uses all of them
+def main(search_seq:str='0001TP', # Sequence the search chooses on
+         eval_seq:str='0006R0',   # Sequence everything is reported on
+         stem:str='int8',         # Results file stem: results/<stem>.json and .txt
+         rounds:int=3,      # Interleaved timing rounds
+         n_time:int=60,     # Evaluation frames timed per round (the first of the evaluation sequence); mIoU uses all of them
          threads:int=2,     # Threads of ONNX Runtime and torch
          reps:int=20,       # Profile repetitions
         ):
     torch.set_num_threads(threads)
     by = pairs_by_sequence()
-    qcal, spairs, epairs = [a for a, _ in by['0016E5'][::8]], by['0006R0'], by['0001TP']
+    qcal, spairs, epairs = [a for a, _ in by['0016E5'][::8]], by[search_seq], by[eval_seq]
     net = MESSNet.load(CKPT).eval()
     size = tuple(net.meta['input']['size'])
-    out, tmp = dict(frames=dict(quantizer=f"0016E5 every 8th ({len(qcal)})", search=f"0006R0 ({len(spairs)})",
-                               evaluation=f"0001TP ({len(epairs)})"), size=list(size), threads=threads), Path(tempfile.mkdtemp())
+    out, tmp = dict(frames=dict(quantizer=f"0016E5 every 8th ({len(qcal)})", search=f"{search_seq} ({len(spairs)})",
+                               evaluation=f"{eval_seq} ({len(epairs)})"), size=list(size), threads=threads), Path(tempfile.mkdtemp())
     t0 = time.time()
     full = {'ort_fp32': export_onnx(net, tmp/'f32', all_exits=True),
             'ort_int8': export_onnx(net, tmp/'i8', all_exits=True, quantize='int8', calib=qcal)}
@@ -90,7 +94,7 @@ def main(rounds:int=3,      # Interleaved timing rounds
         per_exit.append(dict(exit=k, miou_fp32=m32, miou_int8=m8, cost_pp=(m32 - m8) * 100, ms_fp32=l32, ms_int8=l8,
                              speedup=l32 / l8))
     out['per_exit'] = per_exit
-    # deployments: plain (final alone) and the paper's targets, picked on 0006R0 by each runtime's own search
+    # deployments: plain (final alone) and the paper's targets, picked on the search sequence by each runtime's own search
     deps = {}
     for rt in full:
         deps[(rt, 'plain')] = ExitConfig(budget=FINAL)
@@ -137,18 +141,19 @@ def main(rounds:int=3,      # Interleaved timing rounds
                        cpu=platform.processor() or platform.machine(), date=datetime.date.today().isoformat(),
                        network=CKPT.name, rounds=rounds, timed_frames=n_time, quantization=json.loads(
                            (full['ort_int8']/'manifest.json').read_text())['quantization'] | dict(graphs='(per graph: omitted)'))
-    (RESULTS/'int8.json').write_text(json.dumps(out, indent=1, default=str))
-    lines = [f"ResNet-18 MESS (trained on 0016E5), {size[0]}x{size[1]}, evaluated on 0001TP ({len(epairs)} frames), "
+    (RESULTS/f'{stem}.json').write_text(json.dumps(out, indent=1, default=str))
+    lines = [f"ResNet-18 MESS (trained on 0016E5), {size[0]}x{size[1]}, searched on {search_seq} ({len(spairs)} frames), "
+             f"evaluated on {eval_seq} ({len(epairs)} frames), "
              f"batch 1, {threads} threads, {rounds} interleaved rounds", "",
              "Per exit (alone): mIoU float32 -> int8 (cost pp), profiled ms float32 -> int8 (speed-up)"]
     for p in per_exit:
         lines.append(f"  {p['exit']:22} {p['miou_fp32']:.4f} -> {p['miou_int8']:.4f} ({p['cost_pp']:+.2f})   "
                      f"{p['ms_fp32']:6.2f} -> {p['ms_int8']:6.2f} ms ({p['speedup']:.2f}x)")
-    lines += ["", "Deployments (mIoU on 0001TP; drop vs the plain model of the same runtime; measured ms; speed-ups)"]
+    lines += ["", f"Deployments (mIoU on {eval_seq}; drop vs the plain model of the same runtime; measured ms; speed-ups)"]
     for r in rows:
         pred = f"{r['predicted_ms']:.2f}" if r['predicted_ms'] is not None else '-'
         lines.append(f"  {r['runtime']:8} {r['target']:6} mIoU {r['miou']:.4f} drop {r['drop_pp']:+.2f} pp  "
                      f"{r['measured_ms']:7.2f} ms (predicted {pred})  x{r['speedup_vs_plain_same_runtime']:.2f} same rt, "
                      f"x{r['speedup_vs_plain_ort_fp32']:.2f} vs ORT fp32 plain   {r['config']}")
-    (RESULTS/'int8.txt').write_text('\n'.join(lines) + '\n')
+    (RESULTS/f'{stem}.txt').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))

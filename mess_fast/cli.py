@@ -504,11 +504,13 @@ def export_cmd(
     # With --int8: a folder (or image file) of calibration frames; default: the frames the run's search
     # calibrated on
     calib:str=None,
+    # Every exit of the run's network (model.pth), for a search on ONNX Runtime (mess_fast.onnx_search)
+    all_exits:bool=False,
 ):
     ("Export a deployed network as staged ONNX graphs (float32, or int8 with --int8) with its exit policy and a "
      "manifest, to run with ONNX Runtime (no torch)")
     from mess_fast.export import export_job                 # the [onnx] extra: imported only when asked for
-    return export_job(run_or_model, out, opset, int8=int8, calib=calib)
+    return export_job(run_or_model, out, opset, int8=int8, calib=calib, all_exits=all_exits)
 
 @call_parse
 def explore_cmd(

@@ -229,6 +229,28 @@ def test_export_int8_and_predict_onnx(run, images, tmp_path):
     one_line_error(*cli('export', run, '--calib', images, '--out', tmp_path/'oc')[::2], '--calib', 'add --int8')
     assert not (tmp_path/'oc').exists()
 
+def test_export_all_exits_for_a_search_on_onnx(run, tmp_path):
+    "export --all-exits: every exit of the run's network, which mess_fast.onnx_search caches, profiles and deploys from"
+    import json
+    from mess_fast.data import seg_source
+    from mess_fast.cache import ExitConfig
+    from mess_fast.runtime import OnnxEarlyExitRunner
+    from mess_fast.onnx_search import build_onnx_cache, select_onnx
+    rc, out, err = cli('export', run, '--all-exits', '--out', tmp_path/'all')
+    assert rc == 0, err[-3000:]
+    man = json.loads((tmp_path/'all'/'manifest.json').read_text())
+    net = MESSNet.load(run/'model.pth')
+    assert man['all_exits'] and [p['key'] for p in man['parts']] == net.exit_keys and 'every exit' in out
+    pairs = seg_source(mini_camvid_path()).valid[:4]
+    cache = build_onnx_cache(tmp_path/'all', pairs, progress=False)
+    cfg = ExitConfig((cache.heads[0],), (cache.th_pix[0],), (0.5,))
+    r = OnnxEarlyExitRunner(select_onnx(tmp_path/'all', cfg, tmp_path/'dep'), threads=1)
+    got = r.evaluate(pairs, warmup=0)
+    assert got['exits'] == cache.evaluate(cfg)['exits'] and (got['cm'] == cache.evaluate(cfg)['cm']).all()
+    # a deployment of one configuration cannot be searched: the error says what to export
+    assert cli('export', run, '--out', tmp_path/'one')[0] == 0
+    with pytest.raises(ValueError, match='--all-exits'): build_onnx_cache(tmp_path/'one', pairs, progress=False)
+
 # ---------------------------------------------------------------- user-reported bugs (numbered as in the report)
 CODES = 12      # the CamVid codes (the default when a SegNet-layout dataset has no codes.txt)
 TINY = ['--size', '32,48', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2']
