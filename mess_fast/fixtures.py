@@ -78,9 +78,8 @@ def synthetic_cache(n:int=40,          # Images
         # agreement with the final exit: right where both are right, plus chance agreement elsewhere
         fr = np.trace(cms[i, -1]) / max(truth.sum(), 1)
         for e in range(E):
-            agree[i,
-                  e] = pixels if e == E - 1 else int(round(pixels * (np.trace(cms[i, e]) / max(truth.sum(), 1) * fr
-                                                                     + 0.1)))
+            right = np.trace(cms[i, e]) / max(truth.sum(), 1)
+            agree[i, e] = pixels if e == E - 1 else int(round(pixels * (right * fr + 0.1)))
     agree = np.minimum(agree, pixels)
     counts = np.sort(rng.integers(0, 101, (n, E - 1, 3)), axis=-1)[..., ::-1].copy()
     meta = dict(net={}, size=[10, 20], n_candidates=8, seg_cum_gflops=[1., 2., 3., 4., 5., 6., 7., 8.],

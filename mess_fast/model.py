@@ -466,8 +466,7 @@ def cost_table(self:MESSNet, size=defaults.size)->pd.DataFrame:
         p = self.exit_pos(k)
         fl = count_flops(self.exit_logits, k, feats[p])
         rows.append(dict(kind='final' if k == FINAL else 'head', key=k, pos=p, name=self.candidates[p].name,
-                         gflops=fl/1e9,
-                         params=n_params(self.final_head if k == FINAL else self.heads[k]), cum_gflops=seg_cum[p]
-                             + fl/1e9))
+                         gflops=fl/1e9, params=n_params(self.final_head if k == FINAL else self.heads[k]),
+                         cum_gflops=seg_cum[p] + fl/1e9))
     self.train(training)
     return pd.DataFrame(rows)

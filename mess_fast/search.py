@@ -342,8 +342,8 @@ def pick(self:SearchResult,
     if budget is not None: ok &= f[col] <= budget + 1e-12
     if not ok.any():
         if budget is not None and (f[col] <= budget + 1e-12).any():
-            near = f[f[col] <= budget
-                     + 1e-12].sort_values('miou').iloc[-1]; why = f"the most accurate within {budget:g} {unit}"
+            near = f[f[col] <= budget + 1e-12].sort_values('miou').iloc[-1]
+            why = f"the most accurate within {budget:g} {unit}"
         elif budget is not None: near = f.sort_values(col).iloc[0]; why = "the cheapest configuration"
         else: near = f.sort_values('miou').iloc[-1]; why = "the most accurate configuration"
         raise ValueError("No configuration meets "
@@ -358,9 +358,8 @@ def pick(self:SearchResult,
             if np.quantile(self.bootstrap_drop(r.config), confidence) <= max_drop_pp + 1e-9: return r.config
         return ExitConfig(budget=FINAL)
     g = f[ok]
-    best = g.sort_values([col, 'miou'],
-                         ascending=[True, False]).iloc[0] if budget is None else g.sort_values(['miou', col],
-                                 ascending=[False, True]).iloc[0]
+    if budget is None: best = g.sort_values([col, 'miou'], ascending=[True, False]).iloc[0]
+    else: best = g.sort_values(['miou', col], ascending=[False, True]).iloc[0]
     return best.config
 
 @patch

@@ -472,11 +472,11 @@ def update(self:ExitStepper):
     _overlay(axs[i], self.img, pred, pal, self.void); axs[i].set_title(f'prediction at {k}', fontsize=8)
     for a, (t, m) in zip(axs[i + 1:i + 4],
                          [('top-1 confidence', raw), ('edge pixels (replaced)', raw), ('after edge correction', cor)]):
-        a.imshow(m.numpy(), cmap='viridis', vmin=0, vmax=1); a.set_title(t,
-                fontsize=8); a.set_xticks([]); a.set_yticks([])
+        a.imshow(m.numpy(), cmap='viridis', vmin=0, vmax=1); a.set_title(t, fontsize=8)
+        a.set_xticks([]); a.set_yticks([])
     e = np.zeros((*edges.shape, 4)); e[edges.numpy()] = (1, 0, 0, 0.8); axs[i + 2].imshow(e)
-    axs[i + 4].imshow(confident.numpy(), cmap='gray', vmin=0, vmax=1); axs[i
-            + 4].set_title(f'confident (>= {pol.th_pix:.2f})', fontsize=8)
+    axs[i + 4].imshow(confident.numpy(), cmap='gray', vmin=0, vmax=1)
+    axs[i + 4].set_title(f'confident (>= {pol.th_pix:.2f})', fontsize=8)
     axs[i + 4].set_xticks([]); axs[i + 4].set_yticks([])
     ic = self.image_confidences(); ks = list(ic)
     a = axs[-1]; a.plot(range(len(ks)), list(ic.values()), '.-', color='gray'); a.axhline(pol.th_img, color='#d62728',
