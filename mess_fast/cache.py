@@ -22,7 +22,7 @@ from .policy import ExitPolicy, ExitCosts, RiskController, COST_SCALE, leaves, i
 from .predict import EarlyExitPredictor
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'ExitCache', 'build_cache', 'FramesDL', 'ExitConfig', 'flops_costs', 'stream_cost']
+__all__ = ['CACHE_FORMAT', 'ExitCache', 'CacheRows', 'build_cache', 'FramesDL', 'ExitConfig', 'flops_costs', 'stream_cost']
 
 # %% ../nbs/06_cache.ipynb #9da53ed5
 CACHE_FORMAT = 'mess_fast.ExitCache/2'
@@ -86,6 +86,49 @@ class ExitCache:
         d = 1. - self.agree / self.n_pix[:, None]
         return d if key is None else d[:, self.keys.index(key)]
 
+# %% ../nbs/06_cache.ipynb #cdb29f78
+class CacheRows:
+    "What an `ExitCache` keeps of each image, gathered image by image by the runtime that makes the labels"
+    def __init__(self,
+                 keys:list,          # Exit keys in depth order, ending with 'final'
+                 th_pix:list,        # The pixel-threshold grid the counts are made at
+                 n_classes:int,      # Number of classes
+                 void:int|None=None, # Void label of the reference labels (ignored)
+                ):
+        store_attr()
+        self.counts, self.totals, self.cms, self.agree, self.n_pix, self.names = [], [], [], [], [], []
+
+    def add(self,
+            labels:dict,       # {exit key: labels (H, W) or (1, H, W)}, numpy or torch, every exit of `keys`
+            counts:list,       # Confident pixels (len(th_pix),) of each early exit, in depth order
+            totals:list,       # Pixels counted by each early exit
+            ref=None,          # The image's reference labels; None: label-free (the final exit's labels)
+            name:str|None=None, # The image's name; None: its index
+           ):
+        "Add one image"
+        lab = {k: np.asarray(labels[k]) for k in self.keys}
+        fin = lab[FINAL]
+        truth, void = (fin, None) if ref is None else (np.asarray(ref).reshape(fin.shape), self.void)
+        self.cms.append(np.stack([np.asarray(confusion(lab[k], truth, self.n_classes, void)) for k in self.keys]))
+        self.agree.append([int((lab[k] == fin).sum()) for k in self.keys]); self.n_pix.append(fin.size)
+        self.counts.append(np.stack([np.asarray(c) for c in counts]) if counts
+                           else np.zeros((0, len(self.th_pix)), np.int64))
+        self.totals.append([int(t) for t in totals])
+        self.names.append(str(len(self.names)) if name is None else name)
+
+    def cache(self,
+              pos:list,        # Candidate position of each exit
+              policy:dict,     # `ExitPolicy.to_dict()` of the policy the counts were made with
+              meta:dict,       # Network configuration, input size, GFLOPs (and the runtime, if not torch)
+              labelled:bool,   # Whether the images were added with reference labels
+             )->ExitCache:
+        "The `ExitCache` of the images added"
+        if not self.cms: raise ValueError("No images were cached")
+        return ExitCache(self.keys, pos, self.th_pix, np.stack(self.counts).astype(np.int32),
+                         np.array(self.totals, dtype=np.int32).reshape(len(self.cms), -1),
+                         np.stack(self.cms).astype(np.int64), self.void if labelled else None, policy, self.names, meta,
+                         np.array(self.agree, np.int32), np.array(self.n_pix, np.int32), labelled=labelled)
+
 # %% ../nbs/06_cache.ipynb #082a8059
 @torch.no_grad()
 def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads are cached)
@@ -108,7 +151,7 @@ def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads a
     dev, keys, n = next(net.parameters()).device, net.exit_keys, net.n_classes
     if FINAL not in keys:
         raise ValueError("This network has no final exit (cut short with `depth`): nothing to compare the exits with")
-    counts, totals, cms, agree, npix, size = [], [], [], [], [], None
+    rows, size, yb = CacheRows(keys, th_pix, n, void), None, None
     th = torch.tensor(th_pix, dtype=torch.float32)
     was = net.training; net.eval()
     try:
@@ -121,28 +164,21 @@ def build_cache(net:MESSNet,        # A trained stage-2 network (all its heads a
                 x = xb[i:i+1]; size = x.shape[-2:]
                 lab, c_img, t_img = {}, [], []
                 for k, nat in net.exit_walk(x, keys):
-                    lab[k] = class_argmax(upsample(nat, size))[0].cpu()
+                    lab[k] = class_argmax(upsample(nat, size))[0].cpu().numpy()
                     if k != FINAL:
                         ok, tot = policy.counts(upsample(nat, size) if policy.at == 'full' else nat, th,
                                                 net.exit_stride(k))
                         c_img.append(ok[0].cpu().numpy()); t_img.append(int(tot[0]))
-                ref = yb[i].cpu() if yb is not None else lab[FINAL]
-                cms.append(np.stack([confusion(lab[k], ref, n, void if yb is not None else None).numpy()
-                                     for k in keys]))
-                agree.append([int((lab[k] == lab[FINAL]).sum()) for k in keys]); npix.append(lab[FINAL].numel())
-                counts.append(np.stack(c_img) if c_img else np.zeros((0, len(th_pix)), np.int64)); totals.append(t_img)
+                rows.add(lab, c_img, t_img, yb[i].cpu().numpy() if yb is not None else None)
     finally: net.train(was)
-    if not cms: raise ValueError("The calibration DataLoader is empty")
-    items = [Path(o[0] if isinstance(o, (tuple, list)) else o).name for o in getattr(dl, 'items', [])] or [str(i)
-            for i in range(len(cms))]
+    if not rows.cms: raise ValueError("The calibration DataLoader is empty")
+    rows.names = [Path(o[0] if isinstance(o, (tuple, list)) else o).name for o in getattr(dl, 'items', [])] \
+        or rows.names
     cost = net.cost_table(tuple(size)).set_index('key')
     meta = dict(net=net.full_config(), size=list(size), n_candidates=len(net.candidates),
                 seg_cum_gflops=[float(cost.loc[f'segment{i}', 'cum_gflops']) for i in range(len(net.candidates))],
                 head_gflops={k: float(cost.loc[k, 'gflops']) for k in keys})
-    return ExitCache(keys, [net.exit_pos(k) for k in keys], th_pix, np.stack(counts).astype(np.int32),
-                     np.array(totals, dtype=np.int32).reshape(len(cms), -1), np.stack(cms).astype(np.int64),
-                     void if yb is not None else None, policy.to_dict(), items, meta,
-                     np.array(agree, np.int32), np.array(npix, np.int32), labelled=yb is not None)
+    return rows.cache([net.exit_pos(k) for k in keys], policy.to_dict(), meta, labelled=yb is not None)
 
 # %% ../nbs/06_cache.ipynb #ca000031
 class FramesDL:

@@ -337,6 +337,36 @@ def _all_exits(self:OnnxEarlyExitRunner,
         res[p['key']] = dict(labels=self.finish.run(None, {'logits': nat})[0], confident=ok, counted=n)
     return res
 
+# %% ../nbs/07_runtime.ipynb #26d2667b
+@_patch
+def _pieces(self:OnnxEarlyExitRunner,
+           x=None,   # A real input: an image, or a normalised (1, 3, H, W) array; None: random normal
+          )->list:
+    ("The chain's pieces as `(kind, key, pos, run)`, `run()` one call on `x`: 'segment' (the backbone from the input "
+     "to a position), 'head', 'policy', 'final' (the last part, with its labels), 'decode' (the finishing graph) and "
+     "'overhead' (a whole `predict_batch` at the first exit)")
+    if any('confident' in p['outputs'] for p in self.parts):
+        raise ValueError(f"{self.dir}: a fused deployment runs segments, head and counts in one graph; export every "
+                         "exit (export_onnx(net, dir, all_exits=True)) to time its pieces")
+    x = (np.random.default_rng(0).standard_normal((1, 3, *self.size)).astype(np.float32) if x is None
+         else self._batch(x)[:1])
+    th = np.array([0.5], np.float32)                  # the policy graph's cost does not depend on the threshold
+    out, steps, st, seen, nat = [], [], {'x': x}, set(), None
+    for p in self.parts:
+        steps, st = steps + p['steps'], self._advance(p, st)
+        if p['pos'] not in seen:
+            seen.add(p['pos'])
+            out.append(('segment', f"segment{p['pos']}", p['pos'],
+                        lambda s=steps: self._advance(dict(steps=s), {'x': x})))
+        if p['kind'] == 'last':
+            out.append(('final', p['key'], p['pos'], lambda p=p, st=st: self._answer(p, st))); break
+        nat = self._run(p, st)[1]['logits']
+        out += [('head', p['key'], p['pos'], lambda p=p, st=st: self._run(p, st)),
+                ('policy', p['key'], p['pos'],
+                 lambda nat=nat: self._run(self.policy_graph, {}, logits=nat, th_pix=th))]
+    if nat is not None: out.append(('decode', 'argmax', None, lambda: self.finish.run(None, {'logits': nat})))
+    return out + [('overhead', 'predictor', None, lambda: self.predict_batch(x, exit_key=self.exits[0]))]
+
 # %% ../nbs/07_runtime.ipynb #be7ed008
 @_patch
 def _evaluate(self:OnnxEarlyExitRunner,

@@ -3,7 +3,7 @@ budgeted deployments, unusual chains, bad input, and the runtime running where t
 
 The test in a fresh venv with only onnxruntime, numpy and pillow downloads them (about 30 s with a network): it runs
 when MESS_FAST_SLOW=1 is set."""
-import csv, json, os, shutil, subprocess, sys, textwrap
+import csv, json, os, shutil, subprocess, sys, textwrap, warnings
 from pathlib import Path
 
 import numpy as np, pytest, torch
@@ -176,7 +176,7 @@ def test_int8(setup, tmp_path):
     """export_onnx(quantize='int8'): the runner runs the int8 graphs unchanged, the manifest records the quantization, the graphs are
     quantized, the policy stays float (its image confidences of the int8 logits are ExitPolicy's, bit for bit), and the labels on
     frames it was not calibrated on agree with the float32 deployment's within INT8_TOLERANCE['labels'] at every exit"""
-    from mess_fast.export import INT8, INT8_TOLERANCE
+    from mess_fast.quantize import INT8, INT8_TOLERANCE
     import onnx, onnxruntime as ort
     exits = ['1:fcn-b0', '3:aspp-crm-b0']
     net = fixtures.tiny_net(exits)                              # untrained ResNet-18, output stride 32, random BatchNorm statistics
@@ -211,6 +211,37 @@ def test_int8(setup, tmp_path):
              for k in r8.exits}
     assert min(agree.values()) >= INT8_TOLERANCE['labels'], agree
     assert max(agree.values()) < 1, agree                       # int8 is not float32 in disguise
+
+def test_int8_fallback(setup, tmp_path, monkeypatch):
+    """A graph whose int8 twin fails the check stays float32 (warned, listed in the manifest, answering as the float32
+    deployment does); with fallback=False the export fails and leaves nothing behind"""
+    from mess_fast import quantize
+    exits = ['1:fcn-b0']
+    net = fixtures.tiny_net(exits)
+    net.meta = dict(input=input_meta(setup['dls']))
+    xb = setup['xb']
+    pred = EarlyExitPredictor(net, exits, spread_policy(net, xb[:8], exits))
+    monkeypatch.setitem(quantize.INT8_TOLERANCE, 'rel_error', 0.)     # no int8 graph can pass: every graph falls back
+    monkeypatch.setitem(quantize.INT8_TOLERANCE, 'labels', 1.01)      # (the last part, whose outputs are labels, too)
+    with pytest.raises(RuntimeError, match=r"part0\.onnx: int8 outputs .* relative error of .* \(> 0\.0\)"):
+        export_onnx(pred, tmp_path/'strict', quantize='int8', calib=xb[:8], fallback=False)
+    assert not (tmp_path/'strict').exists() and not list(tmp_path.glob('.strict*'))
+    with pytest.warns(UserWarning, match='kept float32'):
+        d = export_onnx(pred, tmp_path/'mixed', quantize='int8', calib=xb[:8])
+    q = json.loads((d/'manifest.json').read_text())['quantization']
+    files = [p['file'] for p in json.loads((d/'manifest.json').read_text())['parts']]
+    assert q['float32_graphs'] == files and not any(q['graphs'][f]['int8'] for f in files)
+    assert 'relative error' in q['graphs']['part0.onnx']['kept_float32'] and 'labels' in q['graphs']['part1.onnx']['kept_float32']
+    import onnx
+    assert not [n for f in files for n in onnx.load(str(d/f)).graph.node if n.op_type == 'QuantizeLinear']
+    r32 = OnnxEarlyExitRunner(export_onnx(pred, tmp_path/'f32'), threads=2)
+    got, ref = OnnxEarlyExitRunner(d, threads=2).predict_batch(xb.numpy()), r32.predict_batch(xb.numpy())
+    assert got['exits'] == ref['exits'] and (got['masks'] == ref['masks']).all()
+    monkeypatch.undo()                                                # the real check: this network quantizes, no fallback
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        q = json.loads((export_onnx(pred, tmp_path/'i8', quantize='int8', calib=xb[:8])/'manifest.json').read_text())
+    assert q['quantization']['float32_graphs'] == [] and all(g['int8'] for g in q['quantization']['graphs'].values())
 
 SCRIPT = textwrap.dedent('''
     import sys, json
