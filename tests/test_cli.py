@@ -398,9 +398,9 @@ def test_one_training_frame_is_one_message(tmp_path, monkeypatch):
 
 def test_ctrl_c_is_one_line(run, tmp_path, monkeypatch):
     "23.6: Ctrl-C printed a 25-line KeyboardInterrupt traceback; one line says what was kept and how to start again"
-    from mess_fast import cli as C
+    from mess_fast import jobs
     def interrupted(*a, **k): raise KeyboardInterrupt
-    monkeypatch.setattr(C, 'build_cache', interrupted)
+    monkeypatch.setattr(jobs, 'build_cache', interrupted)   # the search job's cache, interrupted
     r = fresh_copy(run, tmp_path/'r')
     before = sorted(p.name for p in r.rglob('*'))
     rc, out, err = cli('search', r, *QUICK)
