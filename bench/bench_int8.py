@@ -21,7 +21,7 @@ train_shift_model.py; the plain model is the MESS network's own final exit, the 
 
 torch runs with OMP_WAIT_POLICY=PASSIVE (set before torch is imported). Writes results/int8.json and results/int8.txt.
 Run:  python bench/bench_int8.py   (about 10 min here)
-      python bench/bench_int8.py --ckpt bench/results/mess_lraspp_0016E5.pth --stem int8_lraspp   (LR-ASPP: train_shift_model.py)
+      python bench/bench_int8.py --ckpt bench/results/mess_lraspp_0016E5.pth --stem int8_lraspp --rounds 7   (LR-ASPP: train_shift_model.py)
       python bench/bench_int8.py --search-seq 0006R0 --eval-seq 0001TP --stem int8_eval0001TP   (the roles swapped)
 """
 import os
