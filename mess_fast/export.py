@@ -6,7 +6,7 @@ Docs: https://mess-fast.github.io/mess_fast/export.html.md"""
 
 # %% ../nbs/07b_export.ipynb #4b93cf57
 from __future__ import annotations
-import contextlib, io, json, os, shutil, tempfile, warnings
+import contextlib, io, json, os, shutil, warnings
 from pathlib import Path
 
 import numpy as np

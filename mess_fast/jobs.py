@@ -322,7 +322,7 @@ def make_controller(audit, alpha, gamma, seed, state):
 
 def write_trace(outp, ctrl, state, log):
     "trace.png beside trace.csv, the state file if asked, and a summary line"
-    from mess_fast.widgets import plot_trace
+    from mess_fast.monitor import plot_trace
     import matplotlib.pyplot as plt
     fig = plot_trace(ctrl.trace, ctrl.alpha); fig.savefig(outp/'trace.png', dpi=110,
                                                           bbox_inches='tight'); plt.close(fig)
