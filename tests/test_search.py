@@ -10,6 +10,7 @@ from mess_fast.policy import ExitPolicy, COST_SCALE
 from mess_fast.predict import EarlyExitPredictor
 from mess_fast.cache import ExitCache, ExitConfig, CACHE_FORMAT, build_cache, flops_costs
 from mess_fast.fixtures import TINY_HEADS, TINY_TH_PIX, SYNTH_KEYS, synthetic_cache, hand_profile, tiny_net
+from mess_fast.chains import *
 from mess_fast.search import *
 
 HEADS, TH_PIX = TINY_HEADS, TINY_TH_PIX
