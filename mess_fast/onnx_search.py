@@ -69,11 +69,15 @@ def profile_onnx(src,                # A folder written by `export_onnx(..., all
     "A `LatencyProfile` of the exported graphs measured with ONNX Runtime (batch size 1), for `search`"
     r = _runner(src)
     jobs = r.pieces(x)                                 # every piece of the chain, as calls with their inputs
-    k0 = r.exits[0]
-    i = next(i for i, j in enumerate(jobs) if j[0] == 'final') + 1
-    jobs[i:i] = [('policy', FINAL, jobs[i - 1][2], lambda: None)]    # the final exit decides nothing
-    if not any(j[0] == 'decode' for j in jobs): jobs.insert(-1, ('decode', 'argmax', None, lambda: None))
-    jobs.insert(-2, ('upsample', 'upsample', None, lambda: None))   # inside the finishing graph
+    k0, have, free = r.exits[0], {(kind, key) for kind, key, *_ in jobs}, lambda: None
+    # rows of the torch profile that cost nothing here, found by name: the final exit decides nothing, the
+    # upsampling is inside the finishing graph, and a chain with no early exit has no separate decoding
+    pos_final = next(pos for kind, key, pos, _ in jobs if kind == 'final')
+    jobs += [('policy', FINAL, pos_final, free), ('upsample', 'upsample', None, free)]
+    if ('decode', 'argmax') not in have: jobs.append(('decode', 'argmax', None, free))
+    # the torch profile's row order: the chain (segments, heads, their checks), then finishing and overhead
+    rank = dict(upsample=1, decode=2, overhead=3)
+    jobs.sort(key=lambda j: rank.get(j[0], 0))         # stable: the chain keeps the order `pieces` gave it
     for *_, f in jobs: time_it(f, warmup, 0)
     times = np.zeros((reps, len(jobs)))
     for i in (progress_bar(range(reps), leave=False) if progress else range(reps)):

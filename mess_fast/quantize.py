@@ -139,16 +139,16 @@ def quantize_graphs(dir,                # The export folder holding the graphs (
                    )->dict:
     ("Quantize every network graph in `dir` in place on its calibration inputs `runs`; check each against its "
      "float32 twin; returns the numbers per graph")
-    tmp = Path(dir)
+    out = Path(dir)
     report = {}
     for g in graphs:
         if g['role'] not in ('part', 'last', 'step', 'head'): continue
         fn = g['file']
         feeds = [{n: a.numpy() for n, a in zip(g['inputs'], args)} for args, _ in runs[fn]]
-        f32 = tmp/f".{fn}.float32"
-        os.replace(tmp/fn, f32)
-        keep = quantize_graph(f32, tmp/fn, feeds)
-        s32, s8 = ort_session(f32), ort_session(tmp/fn)
+        f32 = out/f".{fn}.float32"
+        os.replace(out/fn, f32)
+        keep = quantize_graph(f32, out/fn, feeds)
+        s32, s8 = ort_session(f32), ort_session(out/fn)
         errs, agree, counts_ok = {}, [], True
         for fd in feeds:
             o32, o8 = dict(zip(g['outputs'], s32.run(None, fd))), dict(zip(g['outputs'], s8.run(None, fd)))
@@ -164,9 +164,11 @@ def quantize_graphs(dir,                # The export folder holding the graphs (
         if agree: rep['labels_agree'] = round(float(np.mean(agree)), 5)
         report[fn] = rep
         why = _int8_failure(errs, agree, counts_ok)
-        if why and not fallback: os.remove(f32); raise RuntimeError(f"{fn}: {why}")
+        if why and not fallback:
+            os.remove(f32)                                      # the export removes its unfinished folder
+            raise RuntimeError(f"{fn}: {why}")
         if why:
-            os.replace(f32, tmp/fn)                             # the float32 graph is deployed instead
+            os.replace(f32, out/fn)                             # the float32 graph is deployed instead
             rep |= dict(int8=False, kept_float32=why)
             warnings.warn(f"{fn}: kept float32: {why}", stacklevel=3)
         else: os.remove(f32)
