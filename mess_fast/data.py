@@ -18,14 +18,12 @@ from fastcore.basics import patch, listify
 with warnings.catch_warnings():   # fastai.layers calls the deprecated torch.jit.script at import
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     from fastai.data.transforms import image_extensions
-    from fastai.vision.core import PILImage
 
 # %% auto #0
 __all__ = ['CAMVID_CODES', 'CAMVID_VOID', 'CAMVID_PALETTE', 'SEGNET_EXPECTED', 'FASTAI_EXPECTED', 'palette_for',
            'mini_camvid_path', 'resolve_data_path', 'camvid_path', 'detect_layout', 'Problem', 'DataError',
            'read_codes', 'find_void', 'pair_files', 'SegSource', 'segnet_source', 'folders_source', 'fastai_source',
-           'synth_seg_dataset', 'seg_source', 'sequence_of', 'split_pairs', 'open_rgb', 'image_size', 'read_mask',
-           'DatasetReport', 'check_dataset']
+           'synth_seg_dataset', 'seg_source', 'sequence_of', 'split_pairs']
 
 # %% ../nbs/01_data.ipynb #28f939b8
 CAMVID_CODES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
@@ -405,119 +403,3 @@ def split_pairs(pairs:list,           # (image, mask) pairs
         if how == 'alternate': a += fr[0::2]; b += fr[1::2]
         else: a += fr[:(len(fr) + 1) // 2]; b += fr[(len(fr) + 1) // 2:]
     return a, b
-
-# %% ../nbs/01_data.ipynb #60f88626
-def open_rgb(fn:str|Path, # Image file
-            )->PILImage:
-    "Open `fn` as an RGB `PILImage` (grayscale, palette and RGBA are converted); the error names an unreadable file."
-    try: return PILImage.create(fn)
-    except Exception as e:
-        raise DataError.of(fn, f"cannot read image ({type(e).__name__}: {e}); "
-                               "expected an image file (PNG, JPEG, ...)") from e
-
-def image_size(fn:str|Path)->tuple:
-    "`(width, height)` of image `fn`, read from its header."
-    try:
-        with Image.open(fn) as im: return im.size
-    except Exception as e:
-        raise DataError.of(fn, f"cannot read image ({type(e).__name__}: {e}); "
-                               "expected an image file (PNG, JPEG, ...)") from e
-
-_MASK_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L')
-
-def _open_mask(fn):
-    try:
-        with Image.open(fn) as im: im.load(); a, mode, bands = np.asarray(im), im.mode, len(im.getbands())
-    except Exception as e:
-        raise DataError.of(fn,
-                           f"cannot read mask ({type(e).__name__}: {e}); expected a single-channel 8-bit PNG of "
-                           f"class indices") from e
-    if mode not in _MASK_MODES:
-        raise DataError.of(fn,
-                           f"mask has mode {mode} ({bands} channels); expected a single-channel 8-bit mask of "
-                           f"class indices "
-                               "(colour-coded masks must be converted to class indices first)")
-    return a
-
-def _codes_txt(n, void_code):
-    return f"{n} codes" + (f", void = {void_code}" if void_code is not None else "")
-
-def _bad_values_msg(a, n, void_code):
-    bad = np.unique(a[(a >= n) | (a < 0)])
-    vals = ', '.join(map(str, bad[:10].tolist())) + (', ...' if len(bad) > 10 else '')
-    return (f"mask values {vals} are not class codes; expected values 0..{n-1} ({_codes_txt(n, void_code)}) — "
-            "do the codes match the masks?")
-
-def _size_msg(msize, img_fn, isize):
-    return (f"mask is {msize[0]}x{msize[1]} (WxH) but its image {img_fn} is {isize[0]}x{isize[1]}; expected "
-            f"the same size")
-
-def read_mask(fn:str|Path,              # Mask file
-              n_codes:int,              # Number of codes (values must be < n_codes)
-              void_code:int|None=None,  # Void code, for the message
-              img_size:tuple|None=None, # `(width, height)` the mask must have (its image's)
-              img_fn:str|Path|None=None, # The image, for the message
-             )->np.ndarray:
-    "The mask in `fn` as a uint8 array of class indices, checked against the codes and the image size."
-    a = _open_mask(fn)
-    if img_size is not None and (a.shape[1], a.shape[0]) != tuple(img_size):
-        raise DataError.of(fn, _size_msg((a.shape[1], a.shape[0]), img_fn, img_size))
-    if a.max() >= n_codes or a.min() < 0: raise DataError.of(fn, _bad_values_msg(a, n_codes, void_code))
-    return a.astype(np.uint8, copy=False)
-
-# %% ../nbs/01_data.ipynb #31d87f6a
-class DatasetReport(list):
-    "The `Problem`s found by `check_dataset` (a list), with the source checked and the number of pairs."
-    def __init__(self, problems=(), source:SegSource|None=None, n_pairs:int=0):
-        super().__init__(problems); self.source, self.n_pairs = source, n_pairs
-    @property
-    def ok(self)->bool: return len(self) == 0
-    def __str__(self):
-        "The dataset folder by name, then one problem a line with paths relative to it"
-        if self.source is None: where, rel = 'dataset', str
-        else:
-            root = str(Path(self.source.path)).rstrip('/') + '/'
-            where = f"{Path(self.source.path).name} ({self.source.layout} layout, {self.n_pairs} pairs)"
-            rel = lambda s: s.replace(root, '')
-        if self.ok: return f"{where}: no problems"
-        return f"{where}: {len(self)} problem(s)\n" + '\n'.join(f"  {rel(str(p))}" for p in self)
-    __repr__ = __str__
-    def raise_if_any(self):
-        "Raise one `DataError` listing every problem, if there are any."
-        if not self.ok: raise DataError(str(self))
-        return self
-
-def check_dataset(path:str|Path|None=None, # Dataset folder (see `resolve_data_path`)
-                  layout:str|None=None,    # Layout; None: detected
-                  raise_errors:bool=False, # Raise one `DataError` listing all problems
-                  decode_images:bool=True, # Fully decode every image (catches truncated files); else read headers
-                  **kwargs,                # Passed to `seg_source` (valid, codes, void_code, img_dir, ...)
-                 )->DatasetReport:
-    "Scan the dataset at `path` and report every problem (file + what was expected) at once."
-    src = seg_source(path, layout=layout, strict=False, **kwargs)
-    probs, n, void = list(src.problems), len(src.codes), src.void_code
-    pairs, too_high, top = src.pairs('all'), [], -1
-    for img, mfn in pairs:
-        isize = None
-        try:
-            if decode_images:
-                with Image.open(img) as im: im.load(); isize = im.size
-            else: isize = image_size(img)
-        except DataError as e: probs.append(Problem(e.file, e.problem))
-        except Exception as e:
-            probs.append(Problem(str(img), f"cannot read image ({type(e).__name__}: {e}); "
-                                           "expected an image file (PNG, JPEG, ...)"))
-        try: a = _open_mask(mfn)
-        except DataError as e: probs.append(Problem(e.file, e.problem)); continue
-        if isize is not None and (a.shape[1], a.shape[0]) != isize:
-            probs.append(Problem(str(mfn), _size_msg((a.shape[1], a.shape[0]), img, isize)))
-        if n and (a.max() >= n or a.min() < 0):
-            probs.append(Problem(str(mfn), _bad_values_msg(a, n, void))); too_high.append(mfn); top = max(top,
-                    int(a.max()))
-    if too_high:
-        probs.append(Problem(src.codes_from,
-                             f"codes do not match the masks: {_codes_txt(n, void)} (values 0..{n-1}) but "
-                             f"{len(too_high)} mask(s) hold values up to {top}; expected len(codes) > every mask value "
-                             "(missing names in the codes? a void value such as 255 that is not a code?)"))
-    rep = DatasetReport(probs, src, len(pairs))
-    return rep.raise_if_any() if raise_errors else rep

@@ -14,7 +14,8 @@ from fastcore.script import CliError
 import mess_fast
 from .core import defaults
 from .imaging import prepare_image, save_mask, image_files, fresh_dir, mask_names, write_csv
-from .data import resolve_data_path, check_dataset, DataError, split_pairs, palette_for
+from .data import resolve_data_path, DataError, split_pairs, palette_for
+from .checks import check_dataset
 from .loaders import mess_dls, labelled_dl
 from .backbones import TV_ARCHS
 from .heads import HeadConfig

@@ -5,6 +5,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 from mess_fast.data import *
 from mess_fast.data import DataError
+from mess_fast.checks import *
 from mess_fast.loaders import *
 from mess_fast.imaging import IMAGENET_MEAN, IMAGENET_STD
 

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/'mess_fast'
-ORDER = ['core', 'imaging', 'data', 'loaders', 'backbones', 'heads', 'model', 'convert', 'losses', 'train', 'distributed', 'policy',
+ORDER = ['core', 'imaging', 'data', 'checks', 'loaders', 'backbones', 'heads', 'model', 'convert', 'losses', 'metrics', 'train', 'distributed', 'policy',
          'predict', 'profile', 'cache', 'fixtures', 'chains', 'search', 'certify', 'runtime', 'quantize', 'export', 'onnx_search', 'monitor', 'widgets', 'explore', 'jobs', 'cli']
 LAZY_OK = {('backbones', 'convert'), ('policy', 'model')}   # (importer, imported): the only imports of a later module, inside functions
 MAX_STATEMENTS, WARN_STATEMENTS, LINE_LENGTH = 400, 350, 120

@@ -50,7 +50,8 @@ def test_installed_wheel_loads_embedded_set(wheel, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     code = """
 import json, mess_fast
-from mess_fast.data import resolve_data_path, mini_camvid_path, check_dataset
+from mess_fast.data import resolve_data_path, mini_camvid_path
+from mess_fast.checks import check_dataset
 from mess_fast.loaders import mess_dls
 dls = mess_dls(bs=4, max_items=None)
 x, y = dls.one_batch()
