@@ -90,13 +90,14 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
                bound:str='hb',       # Certified pick: 'hb' (Hoeffding-Bentkus) or 'wsr' (betting)
                # --data is a folder of your own frames without masks: calibrate label-free on them
                unlabelled:bool=False,
+               # Search what ONNX Runtime runs: the folder of `mess_fast export RUN --all-exits [--int8]`
+               onnx:str=None,
               ):
     ("Profile, cache and search the exits and thresholds of a trained run; certify a pick, measure the picks "
      "and deploy one")
     matplotlib.use('Agg')
     return search_job(run, data, target, max_drop, budget_ms, max_exits, cost, th_pix, th_img, rounds=rounds, risk=risk,
-                      alpha=alpha,
-                      delta=delta, clip=clip, bound=bound, unlabelled=unlabelled)
+                      alpha=alpha, delta=delta, clip=clip, bound=bound, unlabelled=unlabelled, onnx=onnx)
 
 @call_parse
 def predict_cmd(

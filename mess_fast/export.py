@@ -17,7 +17,7 @@ from .data import palette_for, resolve_data_path, split_pairs
 from .loaders import mess_dls
 from .imaging import fresh_dir, image_files
 from .heads import parse_exit_key
-from .model import MESSNet, ExitWalk, Tapped, upsample
+from .model import MESSNet, ExitWalk, Tapped, upsample, state_sha256
 from .policy import ExitPolicy
 from .predict import EarlyExitPredictor, deployed_checkpoint
 from .quantize import INT8, INT8_TOLERANCE, calibration_batch, quantize_graphs, ort_session, is_float_output
@@ -358,6 +358,7 @@ def export_onnx(
                    input=dict(size=inp['size'], mean=inp['mean'], std=inp['std']), classes=inp['codes'],
                        void=inp['void'],
                    palette=palette_for(inp['codes'], inp['void']).tolist(), policy=pol.to_dict(), net=net.full_config(),
+                   net_sha256=state_sha256(net.state_dict()),   # the weights exported: `MESSNet.save`'s checksum
                    parts=entries, finish='finish.onnx' if early else None, quantize=quantize)
         if all_exits:
             man |= dict(all_exits=True, policy_graph='policy.onnx' if early else None, costs=_costs(net, inp['size']))

@@ -19,7 +19,7 @@ from .checks import check_dataset
 from .loaders import mess_dls, labelled_dl
 from .backbones import TV_ARCHS
 from .heads import HeadConfig
-from .model import MESSNet
+from .model import MESSNet, state_sha256, config_diff
 from .convert import check_model_name, TV_SEG_ARCHS
 from .train import mess_learner, plot_exits
 from .distributed import require_accelerate   # also adds `MESSLearner.fit_mess_distrib`
@@ -180,9 +180,9 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     return outp
 
 # %% ../nbs/09_jobs.ipynb #7761941d
-def _calibration(run, args, net, data, unlabelled):
+def _calibration(run, args, net, data, unlabelled, pairs=False):
     ("`(calibration dl, evaluation dl, what)`: halves of the run's (or `data`'s) validation frames; label-free halves "
-     "of an image folder")
+     "of an image folder; with `pairs`, the halves as `(image, mask)` file pairs instead of loaders")
     if unlabelled:
         check_arg(data is not None, "--unlabelled: name the folder of your own (unlabelled) frames with --data")
         files = image_files(data)
@@ -198,7 +198,39 @@ def _calibration(run, args, net, data, unlabelled):
     check_arg(len(calib) >= 1 and len(evalp) >= 1,
            f"the validation split has {len(dls.source.valid)} frame(s); the search needs at least 2 (half to choose, "
            f"half to measure)")
-    return labelled_dl(dls, calib), labelled_dl(dls, evalp), f"{len(calib)} + {len(evalp)} validation frames"
+    what = f"{len(calib)} + {len(evalp)} validation frames"
+    return (calib, evalp, what) if pairs else (labelled_dl(dls, calib), labelled_dl(dls, evalp), what)
+
+class _OnnxSearch:
+    "What `search_job --onnx` does with ONNX Runtime instead of torch: profile, cache, measure and deploy the graphs"
+    def __init__(self, dir, net):
+        from mess_fast.runtime import read_manifest
+        self.dir = Path(dir)
+        check_arg(self.dir.is_dir(), f"--onnx: {dir}: no such folder; expected the output of "
+                                     f"`mess_fast export RUN --all-exits`")
+        try: man = read_manifest(self.dir)
+        except (OSError, ValueError, KeyError) as e: raise CliError(f"--onnx: {e}") from None
+        check_arg(man.get('all_exits'), f"--onnx: {dir} is a deployment of one configuration; the search needs every "
+                                        f"exit: mess_fast export RUN --all-exits [--int8]")
+        sha, d = man.get('net_sha256'), config_diff(man.get('net', {}), net.full_config())
+        check_arg(not d and sha in (None, state_sha256(net.state_dict())),
+                  f"--onnx: {dir} was exported from another network than this run's model.pth ("
+                  + ('; '.join(d) or 'other weights') + ")")
+        self.quantize = man.get('quantize')
+    def __str__(self):
+        return f"the ONNX Runtime graphs of {self.dir.name}" + (f" ({self.quantize})" if self.quantize else '')
+    def profile(self, reps, progress):
+        from mess_fast.onnx_search import profile_onnx
+        return profile_onnx(self.dir, reps=reps, progress=progress)
+    def cache(self, pairs, th_pix, progress):
+        from mess_fast.onnx_search import build_onnx_cache
+        return build_onnx_cache(self.dir, pairs, th_pix=th_pix, progress=progress)
+    def check(self, res, pairs, eval_cache, rounds, cost):
+        from mess_fast.onnx_search import check_picks_onnx
+        return check_picks_onnx(res, self.dir, pairs, eval_cache, rounds=rounds, cost=cost)
+    def deploy(self, cfg, path):
+        from mess_fast.onnx_search import select_onnx
+        return select_onnx(self.dir, cfg, path)
 
 def search_job(run,                         # A `mess_fast train` output folder (with run.json and model.pth)
                # Dataset folder whose validation split calibrates, if not the run's; with `unlabelled`: a folder of
@@ -220,6 +252,8 @@ def search_job(run,                         # A `mess_fast train` output folder 
                bound:str='hb',              # Certified picks: 'hb' (Hoeffding-Bentkus) or 'wsr' (betting)
                # `data` is a folder of your own frames without masks: calibrate label-free on them
                unlabelled:bool=False,
+               # Search what ONNX Runtime runs: a folder of `mess_fast export RUN --all-exits [--int8]`
+               onnx:str|None=None,
                progress:bool=True,          # Progress bars while profiling, caching and searching
                log=print,
               )->Path:
@@ -246,27 +280,33 @@ def search_job(run,                         # A `mess_fast train` output folder 
     check_arg(bound in BOUNDS, f"--bound: expected one of {', '.join(BOUNDS)}, got {bound!r}")
     check_arg(not (unlabelled and risk == 'drop'),
               "--risk drop needs labels: with --unlabelled, use --risk disagreement")
+    check_arg(not (unlabelled and onnx is not None),
+              "--onnx measures the picks against masks: with --unlabelled, search the torch network (leave out --onnx)")
     thp, thi = parse_thresholds(th_pix, 'th-pix'), parse_thresholds(th_img, 'th-img')
     try: args = json.loads((run/'run.json').read_text())['args']
     except (ValueError, KeyError) as e: raise CliError(f"{run/'run.json'}: not a run description ({e})") from None
     net = MESSNet.load(run/'model.pth').eval()
     check_arg(len(net.heads) > 0,
            f"{run/'model.pth'}: the network has no exit heads (stage 2 did not run); nothing to search")
-    cal_dl, eval_dl, what = _calibration(run, args, net, data, unlabelled)
+    ort = None if onnx is None else _OnnxSearch(onnx, net)
+    cal_dl, eval_dl, what = _calibration(run, args, net, data, unlabelled, pairs=ort is not None)
     outp = fresh_dir(run/'search', create=False)
     RUNNING.update(out=outp, kept=f"{run.name}/ (the run is untouched)", again=f"mess_fast search {run}")
-    log(f"\nDeployment search: choose on the first half of {what}, measure on the other half; output: "
-        f"{run.name}/{outp.name}/")
-    log("profiling the network on this machine ..."); prof = profile_net(net, tuple(args['size']), reps=reps,
-            progress=progress)
-    log("caching the calibration frames ...");        cache = build_cache(net, cal_dl, th_pix=thp, progress=progress)
-    log("searching every configuration ...");         res = search(cache, prof, max_exits=max_exits, th_img=thi,
-                                                                   progress=progress)
+    log(f"\nDeployment search{'' if ort is None else f' of {ort}'}: choose on the first half of {what}, measure on "
+        f"the other half; output: {run.name}/{outp.name}/")
+    log("profiling the network on this machine ...")
+    prof = profile_net(net, tuple(args['size']), reps=reps, progress=progress) if ort is None else \
+        ort.profile(reps, progress)
+    log("caching the calibration frames ...")
+    cache = build_cache(net, cal_dl, th_pix=thp, progress=progress) if ort is None else \
+        ort.cache(cal_dl, thp, progress)
+    log("searching every configuration ...")
+    res = search(cache, prof, max_exits=max_exits, th_img=thi, progress=progress)
     # the search is kept even if no configuration meets the target
     outp.mkdir(parents=True)
     prof.save(outp/'profile.json'); cache.save(outp/'cache.pt'); res.save(outp/'search.json')
     # six calibration frames with every exit's labels: the strip of the explorer page (`mess_fast explore`)
-    if cache.labelled:
+    if cache.labelled and ort is None:
         from mess_fast.widgets import image_strip
         image_strip(net, cal_dl, res).save(outp/'strip.npz')
     log(f"{res.n_configs:,} configurations searched in {res.seconds:.1f} s; Pareto front ({cost}, calibration half):")
@@ -290,8 +330,10 @@ def search_job(run,                         # A `mess_fast train` output folder 
         except ValueError as e:
             raise CliError(f"{e} (the search is saved in {run.name}/{outp.name}/: nothing deployed)") from None
     else: cfg = res.target(target, cost)
-    eval_cache = build_cache(net, eval_dl, th_pix=thp, progress=False)
-    chk = check_picks(res, net, eval_dl, eval_cache, rounds=rounds, cost=cost)
+    if ort is None:
+        chk = check_picks(res, net, eval_dl, build_cache(net, eval_dl, th_pix=thp, progress=False), rounds=rounds,
+                          cost=cost)
+    else: chk = ort.check(res, eval_dl, ort.cache(eval_dl, thp, False), rounds, cost)
     chk.to_csv(outp/'picks.csv')
     with pd.option_context('display.width', 220, 'display.max_colwidth', 70):
         log("\nThe paper's targets (point picks): predicted on the calibration half, measured on the evaluation half "
@@ -303,9 +345,11 @@ def search_job(run,                         # A `mess_fast train` output folder 
         f"\nCertified pick: none — {why}; nothing can be promised about other frames from so few")
     ax = res.plot(cost); ax.figure.savefig(outp/'pareto.png', dpi=120, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
-    res.deploy(cfg, net, path=outp/'deployed.pth')
-    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/deployed.pth"
-        + (" (the certified pick)" if risk is not None else f" (target {target})"))
+    if ort is None: res.deploy(cfg, net, path=(dep := outp/'deployed.pth'))
+    else: dep = ort.deploy(cfg, outp/'deployed_onnx')
+    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/{dep.name}"
+        + (" (the certified pick)" if risk is not None else f" (target {target})")
+        + ('' if ort is None else f"; run it: mess_fast predict --onnx {run.name}/{outp.name}/{dep.name} IMAGES..."))
     return outp
 
 # %% ../nbs/09_jobs.ipynb #6beeaff2

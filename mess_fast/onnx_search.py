@@ -6,7 +6,7 @@ Docs: https://mess-fast.github.io/mess_fast/onnx_search.html.md"""
 
 # %% ../nbs/07c_onnx_search.ipynb #ob000004
 from __future__ import annotations
-import datetime, json, os, platform, shutil
+import datetime, json, os, platform, shutil, tempfile
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -17,10 +17,11 @@ from .core import FINAL, defaults
 from .imaging import prepare_mask
 from .cache import CacheRows, ExitCache, ExitConfig
 from .profile import LatencyProfile, time_it, timing_summary
+from .search import SearchResult, measure, pick_configs, picks_table
 from .runtime import OnnxEarlyExitRunner, MANIFEST, graph_files, read_manifest
 
 # %% auto #0
-__all__ = ['build_onnx_cache', 'profile_onnx', 'select_onnx']
+__all__ = ['build_onnx_cache', 'profile_onnx', 'select_onnx', 'check_picks_onnx']
 
 # %% ../nbs/07c_onnx_search.ipynb #ob000009
 def _runner(src)->OnnxEarlyExitRunner:
@@ -160,3 +161,20 @@ def _policy_dict(man:dict, cfg:ExitConfig)->dict:
     if cfg.budget is None and cfg.exits:
         d |= dict(th_pix=dict(zip(cfg.exits, cfg.th_pix)), th_img=dict(zip(cfg.exits, cfg.th_img)))
     return d
+
+# %% ../nbs/07c_onnx_search.ipynb #pk000012
+def check_picks_onnx(res:SearchResult,    # A search of an ONNX cache (`build_onnx_cache`)
+                     src,                 # The all-exit export it was built from
+                     pairs,               # (image, mask) pairs of the evaluation split
+                     eval_cache:ExitCache|None=None, # `build_onnx_cache` of `pairs`: exact predictions there too
+                     rounds:int=3,        # Interleaved measurement rounds
+                     cost:str='latency',  # Which front the targets come from
+                     threads:int|None=None, # ONNX Runtime's threads per deployment (None: its default)
+                    )->pd.DataFrame:
+    "`check_picks` with ONNX Runtime: the picks deployed from the exported graphs and measured on `pairs`"
+    pairs = list(pairs)
+    if not pairs: raise ValueError("No (image, mask) pairs to measure the picks on")
+    with tempfile.TemporaryDirectory() as d:
+        runners = {k: OnnxEarlyExitRunner(select_onnx(src, cfg, Path(d)/f"pick{i}"), threads=threads)
+                   for i, (k, cfg) in enumerate(pick_configs(res, cost).items())}
+        return picks_table(res, measure(runners, pairs, rounds), eval_cache, cost)

@@ -21,7 +21,8 @@ from .cache import ExitCache, ExitConfig, flops_costs
 from .chains import ChainSearch
 
 # %% auto #0
-__all__ = ['TARGETS', 'RESULT_FORMAT', 'SearchResult', 'search', 'Target', 'measure', 'check_picks']
+__all__ = ['TARGETS', 'RESULT_FORMAT', 'SearchResult', 'search', 'Target', 'measure', 'pick_configs', 'picks_table',
+           'check_picks']
 
 # %% ../nbs/06c_search.ipynb #0481323d
 _COST_COL = dict(latency='latency_ms', flops='gflops')
@@ -289,10 +290,10 @@ def load(cls:SearchResult, path, cache:ExitCache)->SearchResult:
     return cls(cache, costs, fronts, d['settings'], d['n_configs'], d['seconds'])
 
 # %% ../nbs/06c_search.ipynb #0ab6ecfd
-def measure(predictors:dict,      # name -> `EarlyExitPredictor`
-            dl,                   # Labelled DataLoader
+def measure(predictors:dict,      # name -> `EarlyExitPredictor`, or `OnnxEarlyExitRunner` (anything with `evaluate`)
+            dl,                   # Labelled DataLoader (predictors), or (image, mask) pairs (ONNX runners)
             rounds:int=3,         # Interleaved rounds; the latency is the median over rounds of each round's mean
-            void:int|None=None,   # Void label; default: `dl`'s `void_code`
+            void:int|None=None,   # Void label; default: `dl`'s `void_code` (a runner: its manifest's)
            )->pd.DataFrame:
     "Measured mIoU, exit histogram and mean latency per image (batch size 1) of each predictor on `dl`"
     runs = {}
@@ -305,6 +306,36 @@ def measure(predictors:dict,      # name -> `EarlyExitPredictor`
                          latency_max=max(lat), hist=rs[0]['hist'], cm=rs[0]['cm']))
     return pd.DataFrame(rows).set_index('name')
 
+def pick_configs(res:SearchResult, cost:str='latency')->dict:
+    "The configurations `check_picks` measures: the single-exit network ('final'), then the paper's targets"
+    return {FINAL: ExitConfig(budget=FINAL)} | dict(res.targets(cost).config)
+
+def picks_table(res:SearchResult,          # The search (on the calibration split)
+                measured:pd.DataFrame,     # `measure` of the `pick_configs`, by the same names
+                eval_cache:ExitCache|None=None, # A cache of the evaluation split: exact predictions there too
+                cost:str='latency',        # Which front the targets come from
+               )->pd.DataFrame:
+    ("`measure`'s numbers of the picks beside what the search predicted (on the calibration split, and exactly on the "
+     "evaluation split)")
+    cfgs, ref, rows = pick_configs(res, cost), measured.loc[FINAL], []
+    for name, mr in measured.iterrows():
+        cfg, r = cfgs[name], res.evaluate(cfgs[name])
+        row = dict(target=name, label=TARGETS[name].label if name in TARGETS else 'single-exit network',
+                   config=cfg.name,
+                   calib_miou=r['miou'], calib_drop_pp=r['drop_pp'])
+        if 'latency' in r: row |= dict(pred_latency_ms=r['latency'], pred_speedup=r['speedup'])
+        if eval_cache is not None:
+            e, e0 = eval_cache.evaluate(cfg), eval_cache.evaluate(ExitConfig(budget=FINAL))
+            lat = res.costs.get('latency')
+            row |= dict(eval_pred_miou=e['miou'], eval_pred_drop_pp=(e0['miou'] - e['miou']) * 100,
+                        eval_pred_latency_ms=np.nan if lat is None else lat.budgeted(cfg.budget)
+                                             if cfg.budget is not None else lat.mean(cfg.exits, e['hist']))
+        row |= dict(eval_miou=mr.miou, eval_drop_pp=(ref.miou - mr.miou) * 100, eval_latency_ms=mr.latency_ms,
+                    eval_speedup=ref.latency_ms / mr.latency_ms,
+                    eval_hist=' '.join(f"{k}:{v}" for k, v in mr['hist'].items()))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index('target')
+
 def check_picks(res:SearchResult,          # The search (on the calibration split)
                 net:MESSNet,               # The network it was made for
                 dl,                        # Labelled DataLoader of the evaluation split
@@ -314,27 +345,5 @@ def check_picks(res:SearchResult,          # The search (on the calibration spli
                )->pd.DataFrame:
     ("The paper's three picks (rows: 'final' and the `TARGETS` keys): predicted on the calibration split, (exactly on "
      "the evaluation split,) measured on the evaluation split")
-    tg = res.targets(cost)
-    preds = {FINAL: ExitConfig(budget=FINAL).predictor(net, res.cache.base_policy())}
-    for t, r in tg.iterrows(): preds[t] = r.config.predictor(net, res.cache.base_policy())
-    m = measure(preds, dl, rounds)
-    ref = m.iloc[0]
-    rows = []
-    for (name, mr), cfg in zip(m.iterrows(), [ExitConfig(budget=FINAL)] + list(tg.config)):
-        r = res.evaluate(cfg)
-        row = dict(target=name, label=TARGETS[name].label if name in TARGETS else 'single-exit network',
-                   config=cfg.name,
-                   calib_miou=r['miou'], calib_drop_pp=r['drop_pp'])
-        if 'latency' in r: row |= dict(pred_latency_ms=r['latency'], pred_speedup=r['speedup'])
-        if eval_cache is not None:
-            e = eval_cache.evaluate(cfg); e0 = eval_cache.evaluate(ExitConfig(budget=FINAL))
-            row |= dict(eval_pred_miou=e['miou'], eval_pred_drop_pp=(e0['miou'] - e['miou']) * 100,
-                        eval_pred_latency_ms=res.costs['latency'].mean(cfg.exits, e['hist']) if 'latency' in res.costs
-                            and cfg.budget is None
-                                             else res.costs['latency'].budgeted(cfg.budget) if 'latency' in res.costs
-                                                 else np.nan)
-        row |= dict(eval_miou=mr.miou, eval_drop_pp=(ref.miou - mr.miou) * 100, eval_latency_ms=mr.latency_ms,
-                    eval_speedup=ref.latency_ms / mr.latency_ms,
-                        eval_hist=' '.join(f"{k}:{v}" for k, v in mr['hist'].items()))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index('target')
+    preds = {k: cfg.predictor(net, res.cache.base_policy()) for k, cfg in pick_configs(res, cost).items()}
+    return picks_table(res, measure(preds, dl, rounds), eval_cache, cost)

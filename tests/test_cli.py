@@ -251,6 +251,49 @@ def test_export_all_exits_for_a_search_on_onnx(run, tmp_path):
     assert cli('export', run, '--out', tmp_path/'one')[0] == 0
     with pytest.raises(ValueError, match='--all-exits'): build_onnx_cache(tmp_path/'one', pairs, progress=False)
 
+def test_search_on_onnx(run, tmp_path):
+    "Issue 27: `mess_fast search RUN --onnx EXPORT` searches what ONNX Runtime runs and deploys a folder of its graphs, exactly"
+    import json
+    from mess_fast.data import split_pairs
+    from mess_fast.runtime import OnnxEarlyExitRunner
+    r = fresh_copy(run, tmp_path/'run')
+    assert cli('export', r, '--all-exits', '--out', tmp_path/'all')[0] == 0
+    rc, out, err = cli('search', r, '--onnx', tmp_path/'all', *QUICK)
+    assert rc == 0, err[-3000:]
+    s = r/'search-2'
+    assert sorted(p.name for p in s.iterdir()) == ['cache.pt', 'deployed_onnx', 'pareto.png', 'picks.csv', 'profile.json', 'search.json']
+    assert 'ONNX Runtime graphs of all' in out and 'mess_fast predict --onnx' in out and 'search-2/deployed_onnx' in out
+    res, cache = result_of(s)
+    assert cache.meta['runtime'].startswith('onnxruntime') and res.settings['th_img'] == [0., 0.5, 0.9, 1.]
+    man = json.loads((s/'deployed_onnx'/'manifest.json').read_text())
+    cfg = ExitConfig.from_name(man['selected_from']['config'])
+    assert cfg == res.target('0.1pp')
+    # the deployment answers on the calibration half exactly as the search's cache says
+    calib, _ = split_pairs(mess_dls(size=(64, 96), max_items=8, augment=False).source.valid, 'halves')
+    got, want = OnnxEarlyExitRunner(s/'deployed_onnx', threads=1).evaluate(calib, warmup=0), cache.evaluate(cfg)
+    assert got['exits'] == want['exits'] and (got['cm'] == want['cm']).all()
+    # and the picks measured on the evaluation half are what its ONNX cache predicted
+    picks = pd.read_csv(s/'picks.csv', index_col=0)
+    assert list(picks.index) == [FINAL] + list(TARGETS)
+    np.testing.assert_allclose(picks.eval_miou, picks.eval_pred_miou, rtol=0, atol=1e-12)
+    assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
+
+def test_search_on_onnx_bad_input(run, tmp_path, monkeypatch):
+    "`search --onnx`: a folder that is not an all-exit export of this run's network is one line, and nothing is written"
+    import json
+    r = fresh_copy(run, tmp_path/'run')
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*err_of(cli('search', r, '--onnx', tmp_path/'nope')), '--onnx', 'nope: no such folder')
+    assert cli('export', r, '--out', tmp_path/'one')[0] == 0
+    one_line_error(*err_of(cli('search', r, '--onnx', tmp_path/'one')), '--onnx', 'one configuration', '--all-exits')
+    one_line_error(*err_of(cli('search', r, '--onnx', tmp_path/'one', '--data', tmp_path, '--unlabelled')),
+                   '--onnx', '--unlabelled')
+    assert cli('export', r, '--all-exits', '--out', tmp_path/'all')[0] == 0
+    m = tmp_path/'all'/'manifest.json'
+    man = json.loads(m.read_text()); man['net_sha256'] = '0' * 64; m.write_text(json.dumps(man))
+    one_line_error(*err_of(cli('search', r, '--onnx', tmp_path/'all')), '--onnx', 'another network', 'other weights')
+    assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search']
+
 # ---------------------------------------------------------------- user-reported bugs (numbered as in the report)
 CODES = 12      # the CamVid codes (the default when a SegNet-layout dataset has no codes.txt)
 TINY = ['--size', '32,48', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2']
