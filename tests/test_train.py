@@ -8,6 +8,7 @@ from mess_fast.core import FINAL
 from mess_fast.loaders import image_test_dl, input_meta
 from mess_fast.losses import pfd_kl, pfd_mask, MultiExitLoss
 from mess_fast.fixtures import tiny_dls
+from mess_fast.metrics import *
 from mess_fast.train import *
 
 VOID = 11
