@@ -44,7 +44,7 @@ def train(
     lr1:float=defaults.lr1,  # Stage-1 maximum learning rate (one-cycle)
     lr2:float=defaults.lr2,  # Stage-2 maximum learning rate
     stage1:str='sample',     # Stage-1 mode: 'sample' (one exit per iteration) or 'all' (every exit, summed)
-    # Stage-2 head configurations, comma-separated names; default: fcn-b0,aspp-crm-b0, or the four of the full
+    # Stage-2 head configurations, comma-separated names; default: fcn-b0,fcn-crm-b1-rdi, or the four of the full
     # recipe
     grid:str=None,
     # Stage-2 candidate positions, comma-separated; empty: 1,3,5 in the quick run, else all but the last
@@ -60,11 +60,13 @@ def train(
     full:bool=False,
     # Also export the fastai learner (learner.pkl, for fastai's load_learner; it holds the network once more)
     learner:bool=False,
+    # Final exit head of a ResNet/timm backbone: 'deeplab' or 'fcn'; default: fcn in the quick run, else deeplab
+    final_head:str=None,
 ):
     "Train a MESS network in two stages, then search its deployment on this device"
     matplotlib.use('Agg')
     return train_job(data, out, arch, pretrained, output_stride, size, bs, epochs1, epochs2, lr1, lr2, stage1, grid,
-                     positions, distill, max_items, not no_search, seed, nproc, full, learner)
+                     positions, distill, max_items, not no_search, seed, nproc, full, learner, final_head=final_head)
 
 @call_parse
 def search_cmd(run:str,              # Output folder of `mess_fast train`

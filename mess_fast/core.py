@@ -46,7 +46,8 @@ class MESSDefaults:
     delta:float=0.1            # Certified picks: allowed probability that the certificate is wrong
     clip:int=10                # Certified picks: consecutive frames of one sequence per calibration unit
     quick_epochs:tuple=(6, 2)  # `mess_fast train` with no arguments: stage-1 and stage-2 epochs
-    quick_grid:tuple=('fcn-b0', 'aspp-crm-b0')  # ... its stage-2 heads
+    quick_grid:tuple=('fcn-b0', 'fcn-crm-b1-rdi')  # ... its stage-2 heads
+    quick_final_head:str='fcn' # ... its final head (a ResNet-18 with DeepLab's head is 64 MB, with FCN's 47 MB)
     quick_positions:tuple=(1, 3, 5)  # ... the candidate positions they go to
     quick_max_exits:int=2      # ... and its search's largest number of early exits
 

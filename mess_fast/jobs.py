@@ -95,6 +95,8 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
               full:bool=False,            # On the embedded data: the full recipe instead of the quick first run
               # Also export the fastai learner (learner.pkl: the network once more, pickled, for `load_learner`)
               learner:bool=False,
+              # Final exit head of a backbone: 'deeplab' or 'fcn'; None: the quick run's, or `defaults.final_head`
+              final_head:str|None=None,
               log=print,                  # Where progress messages go
              )->Path:
     "Train a MESS network in two stages, write it with its per-exit table and figures, then search its deployment"
@@ -115,12 +117,14 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     check_arg(max_items is None or max_items >= 2,
               f"--max-items: expected at least 2 frames per split, got {max_items}")
     check_arg(output_stride in (None, 8, 16, 32), f"--output-stride: expected 8, 16 or 32, got {output_stride}")
+    check_arg(final_head in (None, 'deeplab', 'fcn'), f"--final-head: expected 'deeplab' or 'fcn', got {final_head!r}")
     if arch in TV_SEG_ARCHS: arch = f'tv:{arch}'       # a torchvision segmentation model by its own name
     if ':' in arch and not arch.startswith('timm:'):
         try: check_model_name(arch)
         except ValueError as e: raise CliError(f"--arch: {e}") from None
         check_arg(output_stride is None,
                f"--output-stride: {arch} keeps its model's own output stride; leave the option out")
+        check_arg(final_head is None, f"--final-head: {arch} keeps its model's own final head; leave the option out")
     else:
         check_arg(arch in TV_ARCHS or arch.startswith('timm:'),
                f"--arch: unknown backbone {arch!r}; expected one of {', '.join(TV_ARCHS)}, "
@@ -136,7 +140,9 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     dls = mess_dls(path, size=hw, bs=bs, max_items=max_items, seed=seed)
     check_arg(len(dls.train_ds) // nproc >= dls.train.bs,
            f"--nproc: {nproc} processes of {dls.train.bs} images is more than the {len(dls.train_ds)} training frames")
-    learn = mess_learner(dls, arch=arch, pretrained=pretrained, output_stride=output_stride, stage1=stage1, seed=seed)
+    if final_head is None and quick and ':' not in arch.replace('timm:', ''): final_head = defaults.quick_final_head
+    learn = mess_learner(dls, arch=arch, pretrained=pretrained, output_stride=output_stride, final_head=final_head,
+                         stage1=stage1, seed=seed)
     n_cand = len(learn.model.candidates)
     if pos is None and quick and grid is None: pos = [p for p in defaults.quick_positions if p < n_cand - 1] or None
     check_arg(pos is None or all(0 <= p < n_cand for p in pos),
@@ -148,7 +154,8 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     log(f"data: {'embedded CamVid subset' if data is None and 'MESS_FAST_DATA' not in os.environ else path.name} "
         f"({len(dls.train_ds)} train / {len(dls.valid_ds)} valid frames, {dls.c} classes), output: {outp.name}")
     if quick:
-        log(f"the quick first run: {epochs1} + {epochs2} epochs, heads {', '.join(heads)} at positions "
+        log(f"the quick first run: {epochs1} + {epochs2} epochs, {learn.model.config['final_head']} final head, "
+            f"heads {', '.join(heads)} at positions "
             f"{pos or 'all but the last'}, "
                   f"up to {defaults.quick_max_exits} early exits searched (mess_fast train --full: the full recipe)")
     learn.fit_mess_distrib(nproc, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, grid=heads, positions=pos,
@@ -166,6 +173,7 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     learn.show_results(max_n=3).savefig(outp/'results.png', dpi=100, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
     res = dict(args=dict(data=data, arch=arch, pretrained=pretrained, output_stride=learn.model.config['output_stride'],
+                         final_head=learn.model.config['final_head'],
                          size=list(hw),
                          bs=bs, epochs1=epochs1, epochs2=epochs2, lr1=lr1, lr2=lr2, stage1=stage1, grid=heads,
                              positions=pos,

@@ -334,7 +334,8 @@ def test_user_errors_are_one_line(tmp_path, monkeypatch):
     one_line_error(r.returncode, r.stderr, 'nope')
     monkeypatch.chdir(tmp_path)
     for args, words in [(['--arch', 'resnet19'], ['--arch', 'resnet19']), (['--output-stride', '7'], ['--output-stride', '7']),
-                        (['--max-items', '0'], ['--max-items', '0'])]:
+                        (['--max-items', '0'], ['--max-items', '0']), (['--final-head', 'unet'], ['--final-head', 'unet']),
+                        (['--arch', 'tv:lraspp_mobilenet_v3_large', '--final-head', 'fcn'], ['--final-head', 'own final head'])]:
         rc, out, err = cli('train', '--out', 'run', *args, *TINY)
         one_line_error(rc, err, *words)
     assert not (tmp_path/'run').exists()
@@ -485,6 +486,23 @@ def test_budgeted_deployment_keeps_only_what_it_runs(run, tmp_path):
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     got, want = EarlyExitPredictor.load(p).predict_batch(x), res.deploy(ExitConfig(budget='2:fcn-b0'), net).predict_batch(x)
     assert got['exits'] == want['exits'] == ['2:fcn-b0'] * 2 and torch.equal(got['masks'], want['masks'])
+
+def test_quick_first_run_is_small(tmp_path, monkeypatch):
+    "23.10: `mess_fast train` with no arguments wrote 144 MB (the network twice, DeepLab's final head and ASPP exits)"
+    import json
+    from mess_fast.core import defaults
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli('train', '--epochs1', '1', '--epochs2', '1', '--max-items', '8')   # the quick run, shorter
+    assert rc == 0, err[-2000:]
+    run = tmp_path/'mess_run'
+    args = json.loads((run/'run.json').read_text())['args']
+    assert args['quick'] and args['final_head'] == defaults.quick_final_head == 'fcn'
+    assert args['grid'] == list(defaults.quick_grid) and args['positions'] == list(defaults.quick_positions)
+    net = MESSNet.load(run/'model.pth')
+    assert net.config['final_head'] == 'fcn' and len(net.heads) == len(defaults.quick_grid) * len(defaults.quick_positions)
+    assert 'fcn final head' in out
+    total = sum(p.stat().st_size for p in run.rglob('*') if p.is_file())
+    assert total < 100e6, f"the quick run wrote {total / 1e6:.1f} MB"
 
 # ---------------------------------------------------------------- issue 25: a stream that checks itself
 def test_predict_audits_and_its_state(run, images, tmp_path):
