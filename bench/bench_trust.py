@@ -18,7 +18,9 @@ Part B, across sequences: calibrate on one unseen sequence, evaluate on the othe
 and evaluate on the rest.
 
 Part C, online control: the two unseen sequences played as one stream (both orders), deployed with a pick made offline on
-0016E5's own frames (the calibration a user has: the training drive), with audits (p) and rolling risk control (alpha);
+0016E5's own frames (the calibration a user has: the training drive) — the paper's 0.1 pp pick, and for each alpha the
+cheapest early-exit chain whose disagreement there is <= alpha (the "alpha start") — with audits (p) and rolling risk
+control (alpha, step sizes `--gammas`);
 the same without control; realised disagreement overall and after the first 30 frames of each sequence, per window,
 mIoU drop vs the final exit against ground truth, predicted speed-up including the audits, frames until recovery after
 the switch of sequence. A few streams are also run end to end to measure the speed-up with the audits.
@@ -28,6 +30,7 @@ pixel thresholds with up to 2 early exits and image thresholds 0, 0.1, ..., 1 (a
 Part A runs hundreds of searches).
 
     python bench/bench_trust.py            # after bench_train_shift.py; about 30-40 min on 2 otherwise idle cores
+    python bench/bench_trust.py --parts C,M --gammas 0.5,2 --ckpt results/os16/mess_r18_0016E5.pth --out results/os16
 """
 import json, time, datetime, platform
 from pathlib import Path
@@ -78,6 +81,13 @@ def control_pick(cache, prof):
     chains = [c for c in res.fronts['latency'] if c.budget is None and pooled_drop(cache, c) <= 1.0]   # cheapest first
     return (chains[0], "the cheapest early-exit chain within 1 pp (the 0.1 pp pick was a budgeted network)") if chains else (cfg, "the 0.1 pp pick")
 
+def alpha_start(cache, prof, alpha, max_exits=2):
+    ("Part C's other deployment: the cheapest early-exit chain (something to control) whose disagreement on `cache` (the "
+     "training drive) is <= alpha")
+    res = search(cache, prof, max_exits=max_exits, th_img=TH_IMG, accuracy='agreement', progress=False)
+    ok = [c for c in res.fronts['latency'] if c.budget is None and cache.evaluate(c)['disagreement'] <= alpha]
+    return ok[0] if ok else ExitConfig(budget=FINAL)          # the front is cheapest first
+
 def settings(cache, max_exits=2): return dict(heads=cache.heads, th_pix=list(cache.th_pix), th_img=list(TH_IMG), max_exits=max_exits)
 
 @call_parse
@@ -88,6 +98,9 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
          delta:float=0.1,       # Allowed probability that a certificate is wrong
          head:int=30,           # Part B: frames of the evaluation sequence used to recalibrate on it
          rounds:int=3,          # Interleaved rounds of the end-to-end measurements
+         parts:str='A,B,C,M',   # Which parts to run (M: the end-to-end measurements)
+         stem:str='trust',      # Output file names: STEM.json, STEM.txt
+         gammas:str='0.5',      # Part C: step sizes of the controller tried from the alpha start (the 0.1 pp start: the first)
          threads:int=2,         # torch threads
          ckpt:str=str(SHIFT_CKPT), out:str=str(RESULTS)):
     "Run the trust benchmark; print tables; write trust.json and trust.txt"
@@ -103,7 +116,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     pairs = {s: unseen_pairs(src, s) for s in UNSEEN}
     train_val = [p for p in sorted(src.train) if 'val' in Path(p[0]).parent.name] or sorted(src.train)[-101:]
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
-               threads=threads, network=dict(arch='resnet18', output_stride=8, trained_on=TRAIN_SEQ, unseen=list(UNSEEN), size=list(SIZE)),
+               threads=threads, network=dict(arch=net.config['arch'], output_stride=net.config['output_stride'], trained_on=TRAIN_SEQ, unseen=list(UNSEEN), size=list(SIZE)),
                settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG))
     say(f"network trained on {TRAIN_SEQ}; unseen: " + ', '.join(f"{s} ({len(p)} frames)" for s, p in pairs.items()))
     t = time.perf_counter()
@@ -120,7 +133,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
 
     # ---- Part A: within one unseen sequence, random clip splits
     rows = []
-    for s in UNSEEN:
+    for s in (UNSEEN if 'A' in parts.split(',') else ()):
         c = caches[s]; units = clip_units(c.items, clip); n_u = units.max() + 1
         for sp in range(splits):
             rng = np.random.default_rng(sp)
@@ -141,19 +154,21 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
             rows.append(row_of(ce, ct.config, lat, 'certified drop wsr', seq=s, split=sp, promise=alpha_drop, alpha=alpha_drop,
                                certified=ct.certified, alpha_min=ct.alpha_min, clip_drop=ld))
         say(f"Part A {s}: {splits} splits done ({time.perf_counter() - t_start:.0f} s)")
-    A = pd.DataFrame(rows)
+    A = pd.DataFrame(rows) if rows else pd.DataFrame(columns=['seq', 'method', 'alpha', 'split', 'certified', 'disagreement', 'drop_pp',
+                                                              'speedup', 'alpha_min', 'promise', 'clip_drop'])
     A['violated'] = np.where(A.method == 'certified drop wsr', A.get('clip_drop', np.nan) > A.promise, A.disagreement > A.promise)
     summ = (A.groupby(['seq', 'method', 'alpha'], dropna=False)
              .agg(picks=('split', 'size'), certified=('certified', 'mean'), violation_rate=('violated', 'mean'),
                   disagreement=('disagreement', 'mean'), drop_pp=('drop_pp', 'mean'), speedup=('speedup', 'median'),
                   alpha_min=('alpha_min', 'median')).reset_index())
-    say("\nPart A — within one unseen sequence, random splits of its clips (calibrate on half, judge on the other half):")
-    say(summ.round(4).to_string(index=False))
+    if rows:
+        say("\nPart A — within one unseen sequence, random splits of its clips (calibrate on half, judge on the other half):")
+        say(summ.round(4).to_string(index=False))
     res['within'] = json.loads(summ.to_json(orient='records'))
 
     # ---- Part B: across sequences, and recalibration on the first frames of the new one
     rows = []
-    for cal, ev in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])):
+    for cal, ev in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'B' in parts.split(',') else ():
         cc, ce = caches[cal], caches[ev]
         tail = ce.subset(range(head, ce.n_images)); headc = ce.subset(range(head))
         pp, rs = point_pick(cc, prof)
@@ -169,24 +184,33 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
         pp2, _ = point_pick(headc, prof)
         rows.append(row_of(tail, pp2, lat, f'labelled, point pick on the first {head} frames', cal=f'{ev}[:{head}]', eval=ev))
     B = pd.DataFrame(rows)
-    say(f"\nPart B — across sequences (judged on the evaluation sequence after its first {head} frames):")
-    say(B.round(4).to_string(index=False))
+    if rows:
+        say(f"\nPart B — across sequences (judged on the evaluation sequence after its first {head} frames):")
+        say(B.round(4).to_string(index=False))
     res['across'] = json.loads(B.to_json(orient='records'))
 
     # ---- Part C: online control over a stream of the two unseen sequences
     deployed, why = control_pick(caches['train'], prof)
     say(f"\nPart C — the deployed configuration, {why} on {caches['train'].n_images} frames of {TRAIN_SEQ} "
         f"(the training drive): {deployed.name}")
+    starts = {a: alpha_start(caches['train'], prof, a) for a in (0.02, 0.05, 0.10)}
+    say("Part C — the other start, for each alpha the cheapest configuration whose disagreement on the training drive is "
+        "<= alpha: " + '; '.join(f"{a}: {c.name}" for a, c in starts.items()))
     rows, traces = [], {}
     if deployed.budget is not None: say("the pick is a budgeted network: nothing to control")
-    for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])):
+    gs = [float(g) for g in gammas.split(',')]
+    runs = [('0.1pp', 0., 0.05, deployed, gs[0])] + [('0.1pp', p, a, deployed, gs[0]) for p in (0.05, 0.1, 0.2)
+                                                     for a in (0.02, 0.05, 0.10)]
+    runs += [('alpha', 0., a, starts[a], gs[0]) for a in (0.02, 0.05, 0.10)] + [
+        ('alpha', p, a, starts[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
+    for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'C' in parts.split(',') else ():
         stream = ExitCache.concat([caches[order[0]], caches[order[1]]])
         n0 = caches[order[0]].n_images
-        for p, a, g in [(0., 0.05, 0.5)] + [(p, a, 0.5) for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]:
-            if deployed.budget is not None: break
+        for start, p, a, dep, g in runs:
+            if dep.budget is not None: continue
             ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=0)
             if p == 0: ctrl.p = 0.
-            tr = stream.replay(deployed, ctrl)
+            tr = stream.replay(dep, ctrl)
             T = pd.DataFrame(tr)
             dis = stream.disagreement()[np.arange(stream.n_images), [stream.keys.index(k) for k in T.exit]]
             after = np.r_[np.arange(30, n0), np.arange(n0 + 30, stream.n_images)]
@@ -194,36 +218,39 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
             drop = (miou(stream.cms[after, -1].sum(0), stream.void) - miou(cms[after].sum(0), stream.void)) * 100
             win = pd.Series(dis).rolling(20, min_periods=20).mean()
             rec = next((i - n0 for i in range(n0, stream.n_images) if abs(win[i] - a) <= 0.01), None)
-            cost = stream_cost(tr, deployed, lat)
-            rows.append(dict(stream=' > '.join(order), p=p, alpha=a, gamma=g, control=p > 0, disagreement=float(dis.mean()),
+            cost = stream_cost(tr, dep, lat)
+            rows.append(dict(stream=' > '.join(order), start=start, config=dep.name, p=p, alpha=a, gamma=g, control=p > 0, disagreement=float(dis.mean()),
                              disagreement_after30=float(dis[after].mean()), window_max_after30=float(win[after].max()),
                              drop_pp_after30=drop, speedup=lat.budgeted(FINAL) / cost, audits=int(T.audited.sum()),
                              recovery_frames=rec, flags=int(T.flag.sum())))
-            traces[f"{' > '.join(order)} p={p} alpha={a}"] = T[['frame', 'exit', 'audited', 'loss', 'theta_after', 'window_risk', 'flag']].round(5).to_dict('list')
+            traces[f"{' > '.join(order)} start={start} p={p} alpha={a} gamma={g}"] = T[['frame', 'exit', 'audited', 'loss', 'theta_after', 'window_risk', 'flag']].round(5).to_dict('list')
     C = pd.DataFrame(rows)
     say("\nPart C — online control over the stream of the two unseen sequences (exact replays from the caches; speed-up includes the audits):")
     say(C.round(4).to_string(index=False))
-    res['online'] = dict(deployed=deployed.name, deployed_why=why, runs=json.loads(C.to_json(orient='records')), traces=traces)
+    res['online'] = dict(deployed=deployed.name, deployed_why=why, starts={str(a): c.name for a, c in starts.items()}, runs=json.loads(C.to_json(orient='records')), traces=traces)
 
     # ---- end-to-end measurements: a few picks and one controlled stream, interleaved rounds
     ev_pairs = pairs['0006R0'][head:]
     dl = labelled_dl(dls, ev_pairs, bs=1)                       # batch size 1: each frame pays for its own exits
     cands = {FINAL: ExitConfig(budget=FINAL), 'deployed (chosen on 0016E5)': deployed}
-    if deployed.budget is None:
-        cands_ctrl = {'deployed + control p=0.1 alpha=0.05': (deployed, dict(alpha=0.05, p=0.1))}
+    cands_ctrl = {}
+    if deployed.budget is None: cands_ctrl['deployed + control p=0.1 alpha=0.05'] = (deployed, dict(alpha=0.05, p=0.1))
+    for a in (0.05, 0.10):
+        if starts[a].budget is None:
+            cands[f'alpha start {a} (no control)'] = starts[a]
+            for g in gs: cands_ctrl[f'alpha start {a} + control p=0.1 alpha={a} gamma={g}'] = (starts[a], dict(alpha=a, p=0.1, gamma=g))
     meas = {}
-    for r in range(rounds):
+    for r in range(rounds if 'M' in parts.split(',') else 0):
         for name, cfg in cands.items():
             meas.setdefault(name, []).append(cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl)['latency_ms'])
-        if deployed.budget is None:
-            for name, (cfg, kw) in cands_ctrl.items():
-                e = cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl, controller=RiskController(seed=0, **kw))
-                meas.setdefault(name, []).append(e['latency_ms'])
+        for name, (cfg, kw) in cands_ctrl.items():
+            e = cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl, controller=RiskController(seed=0, **kw))
+            meas.setdefault(name, []).append(e['latency_ms'])
     M = pd.DataFrame([dict(name=k, latency_ms=float(np.median(v)), speedup=float(np.median(meas[FINAL]) / np.median(v))) for k, v in meas.items()])
     say(f"\nMeasured end to end on 0006R0 after its first {head} frames (batch size 1, median of {rounds} interleaved rounds):")
     say(M.round(3).to_string(index=False))
     res['measured'] = json.loads(M.to_json(orient='records'))
     res['seconds'] = time.perf_counter() - t_start
-    (out/'trust.json').write_text(json.dumps(res, indent=1, default=float))
-    (out/'trust.txt').write_text('\n'.join(report) + '\n')
-    say(f"\nwrote trust.json and trust.txt to {out.name}/ in {res['seconds'] / 60:.1f} min")
+    (out/f'{stem}.json').write_text(json.dumps(res, indent=1, default=float))
+    (out/f'{stem}.txt').write_text('\n'.join(report) + '\n')
+    say(f"\nwrote {stem}.json and {stem}.txt to {out.name}/ in {res['seconds'] / 60:.1f} min")
