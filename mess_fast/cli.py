@@ -78,6 +78,9 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
                target:str='0.1pp',
                max_drop:float=None,  # Instead of --target: the lowest latency at this mIoU drop (percentage points)
                budget_ms:float=None, # Instead of --target: the best mIoU within this mean latency (ms per image)
+               # Instead of --target: the lowest latency at this share of pixels labelled otherwise than by the final
+               # exit on the calibration half (label-free, no guarantee: the start for predict --audit P --alpha A)
+               max_disagreement:float=None,
                max_exits:int=defaults.max_exits, # At most this many early exits
                cost:str='latency',   # Cost the targets are about: 'latency' or 'flops'
                th_pix:str=_f(defaults.th_pix_grid), # Pixel thresholds to try
@@ -99,7 +102,8 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
      "and deploy one")
     matplotlib.use('Agg')
     return search_job(run, data, target, max_drop, budget_ms, max_exits, cost, th_pix, th_img, rounds=rounds, risk=risk,
-                      alpha=alpha, delta=delta, clip=clip, bound=bound, unlabelled=unlabelled, onnx=onnx)
+                      alpha=alpha, delta=delta, clip=clip, bound=bound, unlabelled=unlabelled, onnx=onnx,
+                      max_disagreement=max_disagreement)
 
 @call_parse
 def predict_cmd(

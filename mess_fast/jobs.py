@@ -262,6 +262,9 @@ def search_job(run,                         # A `mess_fast train` output folder 
                unlabelled:bool=False,
                # Search what ONNX Runtime runs: a folder of `mess_fast export RUN --all-exits [--int8]`
                onnx:str|None=None,
+               # Instead: the lowest cost at this share of pixels labelled otherwise than by the final exit (label-free;
+               # a point pick on the calibration half: the start for online control, `predict --audit P --alpha A`)
+               max_disagreement:float|None=None,
                progress:bool=True,          # Progress bars while profiling, caching and searching
                log=print,
               )->Path:
@@ -279,6 +282,10 @@ def search_job(run,                         # A `mess_fast train` output folder 
     check_arg(max_drop is None or max_drop >= 0,
               f"--max-drop: expected a drop >= 0 (percentage points), got {max_drop}")
     check_arg(budget_ms is None or budget_ms > 0, f"--budget-ms: expected a positive latency, got {budget_ms}")
+    check_arg(max_disagreement is None or 0 <= max_disagreement < 1,
+              f"--max-disagreement: expected a share of pixels in [0, 1), e.g. 0.1, got {max_disagreement}")
+    check_arg(max_disagreement is None or risk is None,
+              "--max-disagreement is a point pick, --risk a certified one: give one of them")
     check_arg(isinstance(max_exits, int) and max_exits >= 0, f"--max-exits: expected an integer >= 0, got {max_exits}")
     check_arg(risk is None or risk in LOSSES, f"--risk: expected one of {', '.join(LOSSES)}, got {risk!r}")
     check_arg(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
@@ -333,6 +340,10 @@ def search_job(run,                         # A `mess_fast train` output folder 
                for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order', 'n_test', 'risk_test',
                                               'risk_bound', 'alpha_min', 'cost', 'mean_cost')}), indent=1))
     if risk is not None: cfg = cert.config
+    elif max_disagreement is not None:       # the front that is exact for the disagreement: pooled pixel agreement
+        log(f"searching again for the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit ...")
+        agr = search(cache, prof, max_exits=max_exits, th_img=thi, accuracy='agreement', progress=progress)
+        cfg = agr.pick(cost, max_disagreement=max_disagreement)
     elif budget_ms is not None or max_drop is not None:
         try: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)
         except ValueError as e:
@@ -356,7 +367,13 @@ def search_job(run,                         # A `mess_fast train` output folder 
     if ort is None: res.deploy(cfg, net, path=(dep := outp/'deployed.pth'))
     else: dep = ort.deploy(cfg, outp/'deployed_onnx')
     log(f"Deployed {cfg.name} to {run.name}/{outp.name}/{dep.name}"
-        + (" (the certified pick)" if risk is not None else f" (target {target})")
+        + (" (the certified pick)" if risk is not None else
+           f" (the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit on the calibration half, "
+           f"{res.evaluate(cfg)['disagreement']:.4f} there: a point pick, no guarantee elsewhere; "
+           + (f"keep it in check with mess_fast predict --audit 0.1 --alpha {max_disagreement:g})" if cfg.budget is None
+              else "a budgeted network: online control has no threshold to move)") if max_disagreement is not None else
+           f" (max drop {max_drop:g} pp)" if max_drop is not None and budget_ms is None else
+           f" (budget {budget_ms:g} ms)" if budget_ms is not None else f" (target {target})")
         + ('' if ort is None else f"; run it: mess_fast predict --onnx {run.name}/{outp.name}/{dep.name} IMAGES..."))
     return outp
 

@@ -135,6 +135,9 @@ def pick(self:SearchResult,
          max_drop_pp:float|None=None, # Maximum mIoU drop vs the single-exit network, in percentage points
          # With `max_drop_pp`: the drop must hold on this share of bootstrap resamples of the images (e.g. 0.9)
          confidence:float|None=None,
+         # Maximum share of pixels whose label differs from the final exit's (label-free; needs a search with
+         # `accuracy='agreement'`, whose front is exact for it): the lowest cost at that disagreement
+         max_disagreement:float|None=None,
         )->ExitConfig:
     ("The best configuration on the front for a budget and/or an accuracy floor (an error naming the nearest feasible "
      "one otherwise)")
@@ -147,8 +150,16 @@ def pick(self:SearchResult,
     if max_drop_pp is not None:
         if max_drop_pp < 0: raise ValueError(f"max_drop_pp must be >= 0, got {max_drop_pp}")
         floor = max(floor, self.reference['miou'] - max_drop_pp / 100)
-    if budget is None and floor == -np.inf: raise ValueError("pick needs a budget, min_miou or max_drop_pp")
+    if max_disagreement is not None:
+        if self.settings.get('accuracy', 'miou') != 'agreement':
+            raise ValueError("max_disagreement needs a search with accuracy='agreement' (its front is the one that is "
+                             "exact for the disagreement with the final exit)")
+        if not 0 <= max_disagreement < 1:
+            raise ValueError(f"max_disagreement must be in [0, 1), got {max_disagreement}")
+    if budget is None and floor == -np.inf and max_disagreement is None:
+        raise ValueError("pick needs a budget, min_miou, max_drop_pp or max_disagreement")
     ok = f.miou >= floor - 1e-12
+    if max_disagreement is not None: ok &= f.disagreement <= max_disagreement + 1e-12
     if budget is not None: ok &= f[col] <= budget + 1e-12
     if not ok.any():
         if budget is not None and (f[col] <= budget + 1e-12).any():

@@ -118,6 +118,30 @@ def test_search_options_choose_the_deployed_pick(run, tmp_path):
         assert cache.th_pix == [0.5, 0.9] and res.settings['th_img'] == [0., 0.5, 0.9, 1.]
         assert deployed_config(r/f'search-{i}'/'deployed.pth') == want(res), opts
 
+def test_search_max_disagreement_is_the_start_for_control(run, tmp_path, monkeypatch):
+    "Issue 25: --max-disagreement A deploys the lowest latency at <= A pixels labelled otherwise than by the final exit"
+    from mess_fast.search import search
+    from mess_fast.profile import LatencyProfile
+    r = fresh_copy(run, tmp_path/'run')
+    rc, out, err = cli('search', r, *QUICK, '--max-disagreement', '0.2')
+    assert rc == 0, err[-3000:]
+    res, cache = result_of(r/'search-2')
+    prof = LatencyProfile.load(r/'search-2'/'profile.json')
+    agr = search(cache, prof, max_exits=res.settings['max_exits'], th_img=res.settings['th_img'], accuracy='agreement',
+                 progress=False)
+    got = deployed_config(r/'search-2'/'deployed.pth')
+    assert got == agr.pick('latency', max_disagreement=0.2) and cache.evaluate(got)['disagreement'] <= 0.2 + 1e-12
+    cheaper = agr.front('latency')[agr.front('latency').latency_ms < agr.evaluate(got)['latency']]
+    assert (cheaper.disagreement > 0.2 + 1e-12).all()                # nothing cheaper within 0.2 on the exact front
+    assert 'disagreement with the final exit' in out
+    assert ('predict --audit' in out) == (got.budget is None) and ('no threshold to move' in out) == (got.budget is not None)
+    monkeypatch.chdir(tmp_path)
+    for args, words in [(['--max-disagreement', '1.5'], ['--max-disagreement', '1.5']),
+                        (['--max-disagreement', '0.1', '--risk', 'disagreement'], ['--max-disagreement', '--risk'])]:
+        rc, out, err = cli('search', r, *args)
+        one_line_error(rc, err, *words)
+    assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
+
 def test_search_impossible_budget(run, tmp_path):
     r = fresh_copy(run, tmp_path/'run')
     rc, out, err = cli('search', r, *QUICK, '--budget-ms', '0.0001')
