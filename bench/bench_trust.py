@@ -103,8 +103,12 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
          gammas:str='0.5',      # Part C: step sizes of the controller tried from the alpha start (the 0.1 pp start: the first)
          threads:int=2,         # torch threads
          ckpt:str=str(SHIFT_CKPT), out:str=str(RESULTS)):
-    "Run the trust benchmark; print tables; write trust.json and trust.txt"
+    "Run the trust benchmark; print tables; write STEM.json and STEM.txt"
     torch.set_num_threads(threads)
+    parts = [p.strip().upper() for p in parts.split(',')]
+    if not set(parts) <= set('ABCM'): raise SystemExit(f"--parts: expected letters among A,B,C,M, got {parts}")
+    if set(parts) != set('ABCM') and Path(out).resolve() == RESULTS.resolve() and stem == 'trust':
+        raise SystemExit("--parts without all of A,B,C,M would overwrite the published results/trust.json: give --out or --stem")
     t_start = time.perf_counter()
     out, report = Path(out), []
     def say(*a):
@@ -117,7 +121,8 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     train_val = [p for p in sorted(src.train) if 'val' in Path(p[0]).parent.name] or sorted(src.train)[-101:]
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
                threads=threads, network=dict(arch=net.config['arch'], output_stride=net.config['output_stride'], trained_on=TRAIN_SEQ, unseen=list(UNSEEN), size=list(SIZE)),
-               settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG))
+               settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG,
+                             parts=parts, gammas=[float(g) for g in gammas.split(',')]))
     say(f"network trained on {TRAIN_SEQ}; unseen: " + ', '.join(f"{s} ({len(p)} frames)" for s, p in pairs.items()))
     t = time.perf_counter()
     caches = {s: build_cache(net, labelled_dl(dls, p, bs=8), progress=False) for s, p in pairs.items()}
@@ -133,7 +138,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
 
     # ---- Part A: within one unseen sequence, random clip splits
     rows = []
-    for s in (UNSEEN if 'A' in parts.split(',') else ()):
+    for s in (UNSEEN if 'A' in parts else ()):
         c = caches[s]; units = clip_units(c.items, clip); n_u = units.max() + 1
         for sp in range(splits):
             rng = np.random.default_rng(sp)
@@ -168,7 +173,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
 
     # ---- Part B: across sequences, and recalibration on the first frames of the new one
     rows = []
-    for cal, ev in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'B' in parts.split(',') else ():
+    for cal, ev in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'B' in parts else ():
         cc, ce = caches[cal], caches[ev]
         tail = ce.subset(range(head, ce.n_images)); headc = ce.subset(range(head))
         pp, rs = point_pick(cc, prof)
@@ -203,7 +208,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
                                                      for a in (0.02, 0.05, 0.10)]
     runs += [('alpha', 0., a, starts[a], gs[0]) for a in (0.02, 0.05, 0.10)] + [
         ('alpha', p, a, starts[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
-    for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'C' in parts.split(',') else ():
+    for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'C' in parts else ():
         stream = ExitCache.concat([caches[order[0]], caches[order[1]]])
         n0 = caches[order[0]].n_images
         for start, p, a, dep, g in runs:
@@ -234,13 +239,14 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     dl = labelled_dl(dls, ev_pairs, bs=1)                       # batch size 1: each frame pays for its own exits
     cands = {FINAL: ExitConfig(budget=FINAL), 'deployed (chosen on 0016E5)': deployed}
     cands_ctrl = {}
-    if deployed.budget is None: cands_ctrl['deployed + control p=0.1 alpha=0.05'] = (deployed, dict(alpha=0.05, p=0.1))
+    if deployed.budget is None:
+        cands_ctrl['deployed + control p=0.1 alpha=0.05'] = (deployed, dict(alpha=0.05, p=0.1, gamma=float(gammas.split(',')[0])))
     for a in (0.05, 0.10):
         if starts[a].budget is None:
             cands[f'alpha start {a} (no control)'] = starts[a]
             for g in gs: cands_ctrl[f'alpha start {a} + control p=0.1 alpha={a} gamma={g}'] = (starts[a], dict(alpha=a, p=0.1, gamma=g))
     meas = {}
-    for r in range(rounds if 'M' in parts.split(',') else 0):
+    for r in range(rounds if 'M' in parts else 0):
         for name, cfg in cands.items():
             meas.setdefault(name, []).append(cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl)['latency_ms'])
         for name, (cfg, kw) in cands_ctrl.items():

@@ -60,7 +60,8 @@ def train(
     full:bool=False,
     # Also export the fastai learner (learner.pkl, for fastai's load_learner; it holds the network once more)
     learner:bool=False,
-    # Final exit head of a ResNet/timm backbone: 'deeplab' or 'fcn'; default: fcn in the quick run, else deeplab
+    # Final exit head of a backbone (not of a tv:/smp: model): 'deeplab' or 'fcn'; default: fcn in the quick run, else
+    # deeplab
     final_head:str=None,
 ):
     "Train a MESS network in two stages, then search its deployment on this device"
@@ -78,8 +79,8 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
                target:str='0.1pp',
                max_drop:float=None,  # Instead of --target: the lowest latency at this mIoU drop (percentage points)
                budget_ms:float=None, # Instead of --target: the best mIoU within this mean latency (ms per image)
-               # Instead of --target: the lowest latency at this share of pixels labelled otherwise than by the final
-               # exit on the calibration half (label-free, no guarantee: the start for predict --audit P --alpha A)
+               # Instead of --target: the lowest latency at this share (0..1) of pixels labelled otherwise than by the
+               # final exit on the calibration half (label-free, no guarantee: the start for predict --audit --alpha)
                max_disagreement:float=None,
                max_exits:int=defaults.max_exits, # At most this many early exits
                cost:str='latency',   # Cost the targets are about: 'latency' or 'flops'

@@ -282,10 +282,10 @@ def search_job(run,                         # A `mess_fast train` output folder 
     check_arg(max_drop is None or max_drop >= 0,
               f"--max-drop: expected a drop >= 0 (percentage points), got {max_drop}")
     check_arg(budget_ms is None or budget_ms > 0, f"--budget-ms: expected a positive latency, got {budget_ms}")
-    check_arg(max_disagreement is None or 0 <= max_disagreement < 1,
-              f"--max-disagreement: expected a share of pixels in [0, 1), e.g. 0.1, got {max_disagreement}")
-    check_arg(max_disagreement is None or risk is None,
-              "--max-disagreement is a point pick, --risk a certified one: give one of them")
+    check_arg(max_disagreement is None or 0 < max_disagreement < 1,
+              f"--max-disagreement: expected a share of pixels in (0, 1), e.g. 0.1, got {max_disagreement}")
+    check_arg(max_disagreement is None or (risk is None and max_drop is None and budget_ms is None),
+              "--max-disagreement is a pick of its own: leave out --risk, --max-drop and --budget-ms")
     check_arg(isinstance(max_exits, int) and max_exits >= 0, f"--max-exits: expected an integer >= 0, got {max_exits}")
     check_arg(risk is None or risk in LOSSES, f"--risk: expected one of {', '.join(LOSSES)}, got {risk!r}")
     check_arg(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
@@ -343,6 +343,7 @@ def search_job(run,                         # A `mess_fast train` output folder 
     elif max_disagreement is not None:       # the front that is exact for the disagreement: pooled pixel agreement
         log(f"searching again for the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit ...")
         agr = search(cache, prof, max_exits=max_exits, th_img=thi, accuracy='agreement', progress=progress)
+        agr.save(outp/'search_agreement.json')      # the front the pick comes from (`SearchResult.load` it)
         cfg = agr.pick(cost, max_disagreement=max_disagreement)
     elif budget_ms is not None or max_drop is not None:
         try: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)
@@ -369,7 +370,7 @@ def search_job(run,                         # A `mess_fast train` output folder 
     log(f"Deployed {cfg.name} to {run.name}/{outp.name}/{dep.name}"
         + (" (the certified pick)" if risk is not None else
            f" (the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit on the calibration half, "
-           f"{res.evaluate(cfg)['disagreement']:.4f} there: a point pick, no guarantee elsewhere; "
+           f"{res.pooled_disagreement(cfg):.4f} there: a point pick, no guarantee elsewhere; "
            + (f"keep it in check with mess_fast predict --audit 0.1 --alpha {max_disagreement:g})" if cfg.budget is None
               else "a budgeted network: online control has no threshold to move)") if max_disagreement is not None else
            f" (max drop {max_drop:g} pp)" if max_drop is not None and budget_ms is None else

@@ -135,8 +135,8 @@ def pick(self:SearchResult,
          max_drop_pp:float|None=None, # Maximum mIoU drop vs the single-exit network, in percentage points
          # With `max_drop_pp`: the drop must hold on this share of bootstrap resamples of the images (e.g. 0.9)
          confidence:float|None=None,
-         # Maximum share of pixels whose label differs from the final exit's (label-free; needs a search with
-         # `accuracy='agreement'`, whose front is exact for it): the lowest cost at that disagreement
+         # Maximum share of pixels whose label differs from the final exit's, pooled over the cached pixels
+         # (label-free; needs a search with `accuracy='agreement'`, whose front is exact for it)
          max_disagreement:float|None=None,
         )->ExitConfig:
     ("The best configuration on the front for a budget and/or an accuracy floor (an error naming the nearest feasible "
@@ -159,7 +159,9 @@ def pick(self:SearchResult,
     if budget is None and floor == -np.inf and max_disagreement is None:
         raise ValueError("pick needs a budget, min_miou, max_drop_pp or max_disagreement")
     ok = f.miou >= floor - 1e-12
-    if max_disagreement is not None: ok &= f.disagreement <= max_disagreement + 1e-12
+    within = (np.array([self.pooled_disagreement(c) for c in f.config]) <= max_disagreement + 1e-12
+              if max_disagreement is not None else np.ones(len(f), bool))
+    ok &= within
     if budget is not None: ok &= f[col] <= budget + 1e-12
     if not ok.any():
         if budget is not None and (f[col] <= budget + 1e-12).any():
@@ -169,12 +171,14 @@ def pick(self:SearchResult,
         else: near = f.sort_values('miou').iloc[-1]; why = "the most accurate configuration"
         raise ValueError("No configuration meets "
                          + ' and '.join(([f"cost <= {budget:g} {unit}"] if budget is not None else [])
-                         + ([f"mIoU >= {floor:.4f}"] if floor > -np.inf else [])) +
+                         + ([f"mIoU >= {floor:.4f}"] if floor > -np.inf else [])
+                         + ([f"disagreement <= {max_disagreement:g}"] if max_disagreement is not None else [])) +
                          f"; {why}: {near['name']} (mIoU {near.miou:.4f}, {near[col]:.3g} {unit})")
     if confidence is not None:
         # the drop is then checked on the resamples
         ok = f.miou >= (min_miou if min_miou is not None else -np.inf) - 1e-12
         if budget is not None: ok &= f[col] <= budget + 1e-12
+        ok &= within
         for _, r in f[ok].sort_values([col, 'miou'], ascending=[True, False]).iterrows():
             if np.quantile(self.bootstrap_drop(r.config), confidence) <= max_drop_pp + 1e-9: return r.config
         return ExitConfig(budget=FINAL)
@@ -219,6 +223,14 @@ def targets(self:SearchResult,
     "The paper's three targets, one row each (index: their `TARGETS` keys; `target`: how tables name them)"
     return pd.DataFrame([dict(key=k, target=t.label) | self._row(self.target(k, cost, confidence)) for k,
                          t in TARGETS.items()]).set_index('key')
+
+@patch
+def pooled_disagreement(self:SearchResult, cfg:ExitConfig)->float:
+    ("The share of all cached pixels whose label under `cfg` differs from the final exit's (what the agreement front "
+     "maximises; the mean of the per-image shares when the images have one size)")
+    c = self.cache; idx = {k: i for i, k in enumerate(c.keys)}
+    rows = [idx[k] for k in c.evaluate(cfg)['exits']]
+    return 1. - float(c.agree[np.arange(c.n_images), rows].sum() / c.n_pix.sum())
 
 # %% ../nbs/06c_search.ipynb #eac864ab
 @patch

@@ -130,14 +130,17 @@ def test_search_max_disagreement_is_the_start_for_control(run, tmp_path, monkeyp
     agr = search(cache, prof, max_exits=res.settings['max_exits'], th_img=res.settings['th_img'], accuracy='agreement',
                  progress=False)
     got = deployed_config(r/'search-2'/'deployed.pth')
-    assert got == agr.pick('latency', max_disagreement=0.2) and cache.evaluate(got)['disagreement'] <= 0.2 + 1e-12
+    assert got == agr.pick('latency', max_disagreement=0.2) and agr.pooled_disagreement(got) <= 0.2 + 1e-12
     cheaper = agr.front('latency')[agr.front('latency').latency_ms < agr.evaluate(got)['latency']]
-    assert (cheaper.disagreement > 0.2 + 1e-12).all()                # nothing cheaper within 0.2 on the exact front
-    assert 'disagreement with the final exit' in out
+    assert all(agr.pooled_disagreement(c) > 0.2 + 1e-12 for c in cheaper.config)   # nothing cheaper within 0.2 on the exact front
+    assert SearchResult.load(r/'search-2'/'search_agreement.json', cache).fronts == agr.fronts
+    assert 'disagreement with the final exit on the calibration half' in out
     assert ('predict --audit' in out) == (got.budget is None) and ('no threshold to move' in out) == (got.budget is not None)
     monkeypatch.chdir(tmp_path)
     for args, words in [(['--max-disagreement', '1.5'], ['--max-disagreement', '1.5']),
-                        (['--max-disagreement', '0.1', '--risk', 'disagreement'], ['--max-disagreement', '--risk'])]:
+                        (['--max-disagreement', '0'], ['--max-disagreement', '(0, 1)']),
+                        (['--max-disagreement', '0.1', '--risk', 'disagreement'], ['--max-disagreement', '--risk']),
+                        (['--max-disagreement', '0.1', '--max-drop', '1'], ['--max-disagreement', '--max-drop'])]:
         rc, out, err = cli('search', r, *args)
         one_line_error(rc, err, *words)
     assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
@@ -515,7 +518,7 @@ def test_quick_first_run_is_small(tmp_path, monkeypatch):
     "23.10: `mess_fast train` with no arguments wrote 144 MB (the network twice, DeepLab's final head and ASPP exits)"
     import json
     from mess_fast.core import defaults
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path); monkeypatch.delenv('MESS_FAST_DATA', raising=False)   # no dataset named: the quick run
     rc, out, err = cli('train', '--epochs1', '1', '--epochs2', '1', '--max-items', '8')   # the quick run, shorter
     assert rc == 0, err[-2000:]
     run = tmp_path/'mess_run'
