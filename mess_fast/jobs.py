@@ -339,17 +339,22 @@ def search_job(run,                         # A `mess_fast train` output folder 
             **{k: getattr(cert, k)
                for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order', 'n_test', 'risk_test',
                                               'risk_bound', 'alpha_min', 'cost', 'mean_cost')}), indent=1))
-    if risk is not None: cfg = cert.config
+    if risk is not None: cfg, how = cert.config, "the certified pick"
     elif max_disagreement is not None:       # the front that is exact for the disagreement: pooled pixel agreement
         log(f"searching again for the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit ...")
         agr = search(cache, prof, max_exits=max_exits, th_img=thi, accuracy='agreement', progress=progress)
         agr.save(outp/'search_agreement.json')      # the front the pick comes from (`SearchResult.load` it)
         cfg = agr.pick(cost, max_disagreement=max_disagreement)
+        then = ("a budgeted network: online control has no threshold to move" if cfg.budget is not None else
+                f"keep it in check with mess_fast predict --audit 0.1 --alpha {max_disagreement:g}")
+        how = (f"the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit on the calibration "
+               f"half, {agr.pooled_disagreement(cfg):.4f} there: a point pick, no guarantee elsewhere; {then}")
     elif budget_ms is not None or max_drop is not None:
         try: cfg = res.pick(cost, budget=budget_ms, max_drop_pp=max_drop)
         except ValueError as e:
             raise CliError(f"{e} (the search is saved in {run.name}/{outp.name}/: nothing deployed)") from None
-    else: cfg = res.target(target, cost)
+        how = f"budget {budget_ms:g} ms" if budget_ms is not None else f"max drop {max_drop:g} pp"
+    else: cfg, how = res.target(target, cost), f"target {target}"
     if ort is None:
         chk = check_picks(res, net, eval_dl, build_cache(net, eval_dl, th_pix=thp, progress=False), rounds=rounds,
                           cost=cost)
@@ -367,14 +372,7 @@ def search_job(run,                         # A `mess_fast train` output folder 
     import matplotlib.pyplot as plt; plt.close('all')
     if ort is None: res.deploy(cfg, net, path=(dep := outp/'deployed.pth'))
     else: dep = ort.deploy(cfg, outp/'deployed_onnx')
-    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/{dep.name}"
-        + (" (the certified pick)" if risk is not None else
-           f" (the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit on the calibration half, "
-           f"{res.pooled_disagreement(cfg):.4f} there: a point pick, no guarantee elsewhere; "
-           + (f"keep it in check with mess_fast predict --audit 0.1 --alpha {max_disagreement:g})" if cfg.budget is None
-              else "a budgeted network: online control has no threshold to move)") if max_disagreement is not None else
-           f" (max drop {max_drop:g} pp)" if max_drop is not None and budget_ms is None else
-           f" (budget {budget_ms:g} ms)" if budget_ms is not None else f" (target {target})")
+    log(f"Deployed {cfg.name} to {run.name}/{outp.name}/{dep.name} ({how})"
         + ('' if ort is None else f"; run it: mess_fast predict --onnx {run.name}/{outp.name}/{dep.name} IMAGES..."))
     return outp
 
