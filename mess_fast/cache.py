@@ -337,15 +337,17 @@ def taken(self:ExitCache, cfg:ExitConfig, offset:float=0.)->list:
 
 @patch
 def evaluate(self:ExitCache, cfg:ExitConfig, costs=(), offset:float=0.)->dict:
-    ("mIoU, confusion matrix, exit histogram, mean disagreement and mean cost (for each of `costs`) of `cfg` on the "
-     "cached images")
+    ("mIoU, confusion matrix, exit histogram, mean disagreement, pooled agreement with the final exit and mean cost "
+     "(for each of `costs`) of `cfg` on the cached images")
     taken = self.taken(cfg, offset)
     idx = {k: i for i, k in enumerate(self.keys)}
     rows = np.array([idx[k] for k in taken])
     cm = self.cms[np.arange(self.n_images), rows].sum(0)
     hist = {k: taken.count(k) for k in cfg.chain if taken.count(k)}
     res = dict(config=cfg, miou=miou(cm, self.void), cm=cm, hist=hist, exits=taken)
-    if self.agree is not None: res['disagreement'] = float(self.disagreement()[np.arange(self.n_images), rows].mean())
+    if self.agree is not None:   # the mean of the per-image shares, and the share of all pixels (what searches pool)
+        res['disagreement'] = float(self.disagreement()[np.arange(self.n_images), rows].mean())
+        res['agreement'] = float(self.agree[np.arange(self.n_images), rows].sum() / float(self.n_pix.sum()))
     for c in listify(costs):
         res[c.kind] = c.budgeted(cfg.budget) if cfg.budget is not None else c.mean(cfg.exits, hist)
     return res

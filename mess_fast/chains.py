@@ -176,10 +176,7 @@ def walk(self:ChainSearch, chain:list, X:torch.Tensor, acc:torch.Tensor, p_fixed
 @patch
 def accuracy_of(self:ChainSearch, cfg:ExitConfig)->float:
     "The accuracy the fronts maximise, of one configuration, exactly (what `screen` computes for many at once)"
-    r = self.cache.evaluate(cfg)
-    if self.accuracy == 'miou': return r['miou']
-    idx = {k: i for i, k in enumerate(self.cache.keys)}
-    return float(self.cache.agree[np.arange(self.N), [idx[k] for k in r['exits']]].sum() / self.n_pix)
+    return self.cache.evaluate(cfg)['miou' if self.accuracy == 'miou' else 'agreement']
 
 @patch
 def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True)->dict:

@@ -61,6 +61,7 @@ class SearchResult:
                     miou=r['miou'], drop_pp=r['drop_pp'], latency_ms=r.get('latency', np.nan),
                         speedup=r.get('speedup', np.nan),
                     gflops=r['flops'], flops_ratio=r['flops_ratio'], disagreement=r.get('disagreement', np.nan),
+                    pooled_disagreement=1. - r.get('agreement', np.nan),
                     hist=' '.join(f"{k}:{v}" for k, v in r['hist'].items()))
 
     def front(self, cost:str='latency')->pd.DataFrame:
@@ -159,7 +160,7 @@ def pick(self:SearchResult,
     if budget is None and floor == -np.inf and max_disagreement is None:
         raise ValueError("pick needs a budget, min_miou, max_drop_pp or max_disagreement")
     ok = f.miou >= floor - 1e-12
-    within = (np.array([self.pooled_disagreement(c) for c in f.config]) <= max_disagreement + 1e-12
+    within = (f.pooled_disagreement.to_numpy() <= max_disagreement + 1e-12
               if max_disagreement is not None else np.ones(len(f), bool))
     ok &= within
     if budget is not None: ok &= f[col] <= budget + 1e-12
@@ -228,9 +229,7 @@ def targets(self:SearchResult,
 def pooled_disagreement(self:SearchResult, cfg:ExitConfig)->float:
     ("The share of all cached pixels whose label under `cfg` differs from the final exit's (what the agreement front "
      "maximises; the mean of the per-image shares when the images have one size)")
-    c = self.cache; idx = {k: i for i, k in enumerate(c.keys)}
-    rows = [idx[k] for k in c.evaluate(cfg)['exits']]
-    return 1. - float(c.agree[np.arange(c.n_images), rows].sum() / c.n_pix.sum())
+    return 1. - self.cache.evaluate(cfg)['agreement']
 
 # %% ../nbs/06c_search.ipynb #eac864ab
 @patch
