@@ -84,8 +84,8 @@ def control_pick(cache, prof):
 def alpha_start(cache, prof, alpha, max_exits=2):
     ("Part C's other deployment: the cheapest early-exit chain (something to control) whose disagreement on `cache` (the "
      "training drive) is <= alpha")
-    res = search(cache, prof, max_exits=max_exits, th_img=TH_IMG, accuracy='agreement', progress=False)
-    ok = [c for c in res.fronts['latency'] if c.budget is None and cache.evaluate(c)['disagreement'] <= alpha]
+    res = search(cache, prof, max_exits=max_exits, th_img=TH_IMG, accuracy='agreement', truncated=False, progress=False)
+    ok = [c for c in res.fronts['latency'] if c.budget is None and res.pooled_disagreement(c) <= alpha]
     return ok[0] if ok else ExitConfig(budget=FINAL)          # the front is cheapest first
 
 def settings(cache, max_exits=2): return dict(heads=cache.heads, th_pix=list(cache.th_pix), th_img=list(TH_IMG), max_exits=max_exits)

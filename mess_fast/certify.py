@@ -190,7 +190,8 @@ def certify(cache:ExitCache,      # The calibration cache (labelled, or label-fr
     cs = ChainSearch(c1, s['heads'], s['th_pix'], s['th_img'], [costs[cost]], s['max_exits'] if max_exits is None
                      else max_exits,
                      'agreement' if loss == 'disagreement' else 'miou')
-    front = [c for c in cs.run(s.get('per_exit_th_pix', False), progress=False)[cost] if c != ExitConfig(budget=FINAL)]
+    fronts = cs.run(s.get('per_exit_th_pix', False), progress=False, truncated=s.get('truncated', True))
+    front = [c for c in fronts[cost] if c != ExitConfig(budget=FINAL)]
     r1 = [float(unit_losses(c1, c, u1, loss).mean()) for c in front]
     # lowest ordering loss first; ties: the costlier first
     order = sorted(range(len(front)), key=lambda i: (r1[i], -i))

@@ -51,7 +51,9 @@ class Front:
         self.best = np.maximum.accumulate(self.acc)
 
 # %% ../nbs/06b_chains.ipynb #743fbb93
-def search_space(cache:ExitCache, heads, max_exits:int, th_pix, th_img, per_exit_th_pix:bool=False)->int:
+def search_space(cache:ExitCache, heads, max_exits:int, th_pix, th_img, per_exit_th_pix:bool=False,
+                 truncated:bool=True, # Count the truncated networks (every head alone); the full network always
+                )->int:
     "Number of configurations the search enumerates on `cache` (the budgeted ones included)"
     pos = sorted({cache.pos[cache.keys.index(k)] for k in heads}); per = {p: sum(cache.pos[cache.keys.index(k)] == p
             for k in heads) for p in pos}
@@ -59,7 +61,7 @@ def search_space(cache:ExitCache, heads, max_exits:int, th_pix, th_img, per_exit
     for m in range(1, max_exits + 1):
         for ps in itertools.combinations(pos, m):
             n += math.prod(per[p] for p in ps) * T ** m * (P ** m if per_exit_th_pix else P)
-    return n + len(heads) + 1
+    return n + (len(heads) if truncated else 0) + 1
 
 # %% ../nbs/06b_chains.ipynb #ff32a2dd
 ACCURACIES = ('miou', 'agreement')
@@ -179,9 +181,11 @@ def accuracy_of(self:ChainSearch, cfg:ExitConfig)->float:
     return self.cache.evaluate(cfg)['miou' if self.accuracy == 'miou' else 'agreement']
 
 @patch
-def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True)->dict:
+def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True,
+        truncated:bool=True, # Add the truncated networks (every head alone); False: chains and the full network only
+       )->dict:
     "Walk every chain and add the budgeted networks: {cost kind: [ExitConfig, ...]} on the fronts, cheapest first"
-    total = search_space(self.cache, self.heads, self.max_exits, self.th_pix, self.th_img, per_exit_th_pix)
+    total = search_space(self.cache, self.heads, self.max_exits, self.th_pix, self.th_img, per_exit_th_pix, truncated)
     if progress:
         self.pb = progress_bar(range(total), leave=False)
         self.pb.comment = f'{total:,} configurations'; self.pb.update(0)
@@ -189,7 +193,7 @@ def run(self:ChainSearch, per_exit_th_pix:bool=False, progress:bool=True)->dict:
         if self.max_exits > 0:
             for p_fixed in ([None] if per_exit_th_pix else range(len(self.th_pix))):
                 self.walk([], torch.ones(1, self.N), torch.zeros(1, self.D), p_fixed)
-        for k in list(self.heads) + [FINAL]:   # the budgeted networks: every exit alone, no policy
+        for k in (list(self.heads) if truncated else []) + [FINAL]:   # the budgeted networks: exits alone, no policy
             cfg = ExitConfig(budget=k); self.n_configs += 1
             a = self.accuracy_of(cfg)
             for c in self.costs:

@@ -79,8 +79,9 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
                target:str='0.1pp',
                max_drop:float=None,  # Instead of --target: the lowest latency at this mIoU drop (percentage points)
                budget_ms:float=None, # Instead of --target: the best mIoU within this mean latency (ms per image)
-               # Instead of --target: the lowest latency at this share (0..1) of pixels labelled otherwise than by the
-               # final exit on the calibration half (label-free, no guarantee: the start for predict --audit --alpha)
+               # Instead of --target: the lowest-latency early-exit chain at this share (0..1) of pixels labelled
+               # otherwise than by the final exit on the calibration half (label-free, no guarantee: the start for
+               # predict --audit)
                max_disagreement:float=None,
                max_exits:int=defaults.max_exits, # At most this many early exits
                cost:str='latency',   # Cost the targets are about: 'latency' or 'flops'

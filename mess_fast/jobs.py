@@ -340,13 +340,23 @@ def search_job(run,                         # A `mess_fast train` output folder 
                for k in ('certified', 'alpha', 'delta', 'loss', 'bound', 'clip', 'n_order', 'n_test', 'risk_test',
                                               'risk_bound', 'alpha_min', 'cost', 'mean_cost')}), indent=1))
     if risk is not None: cfg, how = cert.config, "the certified pick"
-    elif max_disagreement is not None:       # the front that is exact for the disagreement: pooled pixel agreement
-        log(f"searching again for the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit ...")
-        agr = search(cache, prof, max_exits=max_exits, th_img=thi, accuracy='agreement', progress=progress)
+    elif max_disagreement is not None:
+        # the front that is exact for the disagreement (pooled pixel agreement), over what online control can steer:
+        # early-exit chains, and the full network as the fallback (a truncated network has no threshold to move)
+        log(f"searching again for the lowest {cost} early-exit chain at <= {max_disagreement:g} disagreement with the "
+            "final exit ...")
+        agr = search(cache, prof, max_exits=max_exits, th_img=thi, accuracy='agreement', truncated=False,
+                     progress=progress)
         agr.save(outp/'search_agreement.json')      # the front the pick comes from (`SearchResult.load` it)
         cfg = agr.pick(cost, max_disagreement=max_disagreement)
-        then = ("a budgeted network: online control has no threshold to move" if cfg.budget is not None else
+        then = ("the full network: no early-exit chain is within it" if cfg.budget is not None else
                 f"keep it in check with mess_fast predict --audit 0.1 --alpha {max_disagreement:g}")
+        col, unit = ('latency_ms', 'ms') if cost == 'latency' else ('gflops', 'GFLOPs')
+        t = agr.budgeted()
+        t = t[(t.pooled_disagreement <= max_disagreement + 1e-12) & (t[col] < agr.evaluate(cfg)[cost])]
+        if len(t):
+            r = t.sort_values(col).iloc[0]
+            then += f" ({r['name']} alone is cheaper within it, {r[col]:.3g} {unit}, but has no threshold to control)"
         how = (f"the lowest {cost} at <= {max_disagreement:g} disagreement with the final exit on the calibration "
                f"half, {agr.pooled_disagreement(cfg):.4f} there: a point pick, no guarantee elsewhere; {then}")
     elif budget_ms is not None or max_drop is not None:

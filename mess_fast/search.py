@@ -87,6 +87,9 @@ def search(cache:ExitCache,            # Built on the calibration split
            # What the fronts maximise: 'miou', or 'agreement' with the final exit (a label-free cache's natural score)
            accuracy:str='miou',
            progress:bool=True,          # Show a progress bar (configurations done, out of how many, and the time left)
+           # Put the truncated networks (every head alone) on the fronts; False: only early-exit chains and the full
+           # network, the configurations online control can steer (and its fallback)
+           truncated:bool=True,
           )->SearchResult:
     "Enumerate every configuration exactly on `cache`; the Pareto fronts for latency and GFLOPs, and the picks"
     t0 = time.perf_counter()
@@ -103,11 +106,10 @@ def search(cache:ExitCache,            # Built on the calibration split
         raise KeyError(f"The latency profile has no rows for exits {miss}: profile the same network")
     costs = [flops_costs(cache)] + ([profile.costs(cache.keys)] if profile is not None else [])
     cs = ChainSearch(cache, heads, th_pix, th_img, costs, max_exits, accuracy)
-    fronts = cs.run(per_exit_th_pix, progress)
-    return SearchResult(cache, costs, fronts,
-                        dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit_th_pix,
-                                                   heads=heads, accuracy=accuracy), cs.n_configs,
-                                                       time.perf_counter() - t0)
+    fronts = cs.run(per_exit_th_pix, progress, truncated)
+    settings = dict(max_exits=max_exits, th_img=th_img, th_pix=th_pix, per_exit_th_pix=per_exit_th_pix, heads=heads,
+                    accuracy=accuracy, truncated=truncated)
+    return SearchResult(cache, costs, fronts, settings, cs.n_configs, time.perf_counter() - t0)
 
 # %% ../nbs/06c_search.ipynb #s0000021
 @dataclass(frozen=True)

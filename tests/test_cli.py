@@ -128,14 +128,18 @@ def test_search_max_disagreement_is_the_start_for_control(run, tmp_path, monkeyp
     res, cache = result_of(r/'search-2')
     prof = LatencyProfile.load(r/'search-2'/'profile.json')
     agr = search(cache, prof, max_exits=res.settings['max_exits'], th_img=res.settings['th_img'], accuracy='agreement',
-                 progress=False)
+                 truncated=False, progress=False)                     # what control can steer: chains, and the full network
     got = deployed_config(r/'search-2'/'deployed.pth')
     assert got == agr.pick('latency', max_disagreement=0.2) and agr.pooled_disagreement(got) <= 0.2 + 1e-12
+    assert got.budget in (None, FINAL)
     cheaper = agr.front('latency')[agr.front('latency').latency_ms < agr.evaluate(got)['latency']]
     assert all(agr.pooled_disagreement(c) > 0.2 + 1e-12 for c in cheaper.config)   # nothing cheaper within 0.2 on the exact front
     assert SearchResult.load(r/'search-2'/'search_agreement.json', cache).fronts == agr.fronts
     assert 'disagreement with the final exit on the calibration half' in out
-    assert ('predict --audit' in out) == (got.budget is None) and ('no threshold to move' in out) == (got.budget is not None)
+    assert ('predict --audit' in out) == (got.budget is None) and ('no early-exit chain' in out) == (got.budget == FINAL)
+    t = agr.budgeted()                  # a cheaper truncated network within 0.2 is named (it has nothing to control)
+    t = t[(t.pooled_disagreement <= 0.2 + 1e-12) & (t.latency_ms < agr.evaluate(got)['latency'])]
+    assert ('alone is cheaper within it' in out) == (len(t) > 0)
     monkeypatch.chdir(tmp_path)
     for args, words in [(['--max-disagreement', '1.5'], ['--max-disagreement', '1.5']),
                         (['--max-disagreement', '0'], ['--max-disagreement', '(0, 1)']),
