@@ -376,3 +376,16 @@ def stream_cost(trace:list, cfg:ExitConfig, costs:ExitCosts)->float:
     cu = dict(zip(cfg.chain, costs.chain_units(cfg.exits)))
     tot = sum(cu[t['exit']] + (costs.units(costs.audit(t['exit'])) if t['audited'] else 0) for t in trace)
     return tot / len(trace) / COST_SCALE[costs.kind]
+
+# %% ../nbs/06_cache.ipynb #e61a05b2
+@patch
+def tighten(self:ExitCache, cfg:ExitConfig)->ExitConfig:
+    ("`cfg` with each image threshold raised to the lowest confidence of the cached images that leave at that exit: "
+     "the same exit for every cached image, the most conservative such thresholds elsewhere")
+    if cfg.budget is not None: return cfg
+    taken = np.array(self.taken(cfg), dtype=object)
+    th = []
+    for k, p, t in zip(cfg.exits, cfg.th_pix, cfg.th_img):
+        c = self.conf(k, p)[taken == k]       # float32: the threshold in force is then exactly this confidence
+        th.append(max(float(t), float(c.min())) if len(c) else float(t))
+    return ExitConfig(cfg.exits, cfg.th_pix, tuple(th))

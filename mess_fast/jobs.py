@@ -348,9 +348,12 @@ def search_job(run,                         # A `mess_fast train` output folder 
         agr = search(cache, prof, max_exits=max_exits, th_img=thi, accuracy='agreement', truncated=False,
                      progress=progress)
         agr.save(outp/'search_agreement.json')      # the front the pick comes from (`SearchResult.load` it)
-        cfg = agr.pick(cost, max_disagreement=max_disagreement)
+        # tight thresholds: the same exits on the calibration half, no dead zone for the controller's offset
+        cfg = cache.tighten(agr.pick(cost, max_disagreement=max_disagreement))
         then = ("the full network: no early-exit chain is within it" if cfg.budget is not None else
-                f"keep it in check with mess_fast predict --audit 0.1 --alpha {max_disagreement:g}")
+                "image thresholds raised to the lowest confidence leaving at each exit there (the same exits, more "
+                "conservative elsewhere); keep it in check with mess_fast predict --audit 0.1 --alpha "
+                f"{max_disagreement:g}")
         col, unit = ('latency_ms', 'ms') if cost == 'latency' else ('gflops', 'GFLOPs')
         t = agr.budgeted()
         t = t[(t.pooled_disagreement <= max_disagreement + 1e-12) & (t[col] < agr.evaluate(cfg)[cost])]

@@ -130,7 +130,9 @@ def test_search_max_disagreement_is_the_start_for_control(run, tmp_path, monkeyp
     agr = search(cache, prof, max_exits=res.settings['max_exits'], th_img=res.settings['th_img'], accuracy='agreement',
                  truncated=False, progress=False)                     # what control can steer: chains, and the full network
     got = deployed_config(r/'search-2'/'deployed.pth')
-    assert got == agr.pick('latency', max_disagreement=0.2) and agr.pooled_disagreement(got) <= 0.2 + 1e-12
+    pick = agr.pick('latency', max_disagreement=0.2)
+    assert got == cache.tighten(pick) and agr.pooled_disagreement(got) <= 0.2 + 1e-12   # tight: the same exits there
+    assert cache.taken(got) == cache.taken(pick) and all(a >= b for a, b in zip(got.th_img, pick.th_img))
     assert got.budget in (None, FINAL)
     cheaper = agr.front('latency')[agr.front('latency').latency_ms < agr.evaluate(got)['latency']]
     assert all(agr.pooled_disagreement(c) > 0.2 + 1e-12 for c in cheaper.config)   # nothing cheaper within 0.2 on the exact front
