@@ -19,8 +19,9 @@ and evaluate on the rest.
 
 Part C, online control: the two unseen sequences played as one stream (both orders), deployed with a pick made offline on
 0016E5's own frames (the calibration a user has: the training drive) — the paper's 0.1 pp pick, and for each alpha the
-cheapest early-exit chain whose disagreement there is <= alpha (the "alpha start") — with audits (p) and rolling risk
-control (alpha, step sizes `--gammas`);
+cheapest early-exit chain whose disagreement there is <= alpha (the "alpha start"; also with tight thresholds,
+`ExitCache.tighten`: the same decisions on 0016E5, the most conservative elsewhere, and that with the offset kept >= 0)
+— with audits (p) and rolling risk control (alpha, step sizes `--gammas`);
 the same without control; realised disagreement overall and after the first 30 frames of each sequence, per window,
 mIoU drop vs the final exit against ground truth, predicted speed-up including the audits, frames until recovery after
 the switch of sequence. A few streams are also run end to end to measure the speed-up with the audits.
@@ -31,6 +32,7 @@ Part A runs hundreds of searches).
 
     python bench/bench_trust.py            # after bench_train_shift.py; about 30-40 min on 2 otherwise idle cores
     python bench/bench_trust.py --parts C,M --gammas 0.5,2 --ckpt results/os16/mess_r18_0016E5.pth --out results/os16
+    python bench/bench_trust.py --parts C,M --gammas 0.5,2,5,10 --ckpt results/os8/mess_r18_0016E5.pth --out results/os8
 """
 import json, time, datetime, platform
 from pathlib import Path
@@ -201,19 +203,27 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     starts = {a: alpha_start(caches['train'], prof, a) for a in (0.02, 0.05, 0.10)}
     say("Part C — the other start, for each alpha the cheapest configuration whose disagreement on the training drive is "
         "<= alpha: " + '; '.join(f"{a}: {c.name}" for a, c in starts.items()))
+    tight = {a: caches['train'].tighten(c) for a, c in starts.items()}     # the same decisions on the training drive
+    say("Part C — the same with tight thresholds (ExitCache.tighten on the training drive): "
+        + '; '.join(f"{a}: {c.name}" for a, c in tight.items()))
     rows, traces = [], {}
     if deployed.budget is not None: say("the pick is a budgeted network: nothing to control")
     gs = [float(g) for g in gammas.split(',')]
     runs = [('0.1pp', 0., 0.05, deployed, gs[0])] + [('0.1pp', p, a, deployed, gs[0]) for p in (0.05, 0.1, 0.2)
                                                      for a in (0.02, 0.05, 0.10)]
-    runs += [('alpha', 0., a, starts[a], gs[0]) for a in (0.02, 0.05, 0.10)] + [
-        ('alpha', p, a, starts[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
+    for name, st in (('alpha', starts), ('alpha-tight', tight)):
+        runs += [(name, 0., a, st[a], gs[0]) for a in (0.02, 0.05, 0.10)] + [
+            (name, p, a, st[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
+    # the tight start with the offset kept >= 0 (never looser than the thresholds chosen on the training drive):
+    # no wind-up below the confidences of an easy stretch, no loosening either
+    runs += [('alpha-tight, theta>=0', p, a, tight[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
     for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'C' in parts else ():
         stream = ExitCache.concat([caches[order[0]], caches[order[1]]])
         n0 = caches[order[0]].n_images
         for start, p, a, dep, g in runs:
             if dep.budget is not None: continue
-            ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=0)
+            ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=0,
+                                  theta_range=(0, 1) if start.endswith('theta>=0') else (-1, 1))
             if p == 0: ctrl.p = 0.
             tr = stream.replay(dep, ctrl)
             T = pd.DataFrame(tr)
@@ -232,7 +242,8 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     C = pd.DataFrame(rows)
     say("\nPart C — online control over the stream of the two unseen sequences (exact replays from the caches; speed-up includes the audits):")
     say(C.round(4).to_string(index=False))
-    res['online'] = dict(deployed=deployed.name, deployed_why=why, starts={str(a): c.name for a, c in starts.items()}, runs=json.loads(C.to_json(orient='records')), traces=traces)
+    res['online'] = dict(deployed=deployed.name, deployed_why=why, starts={str(a): c.name for a, c in starts.items()},
+                         tight_starts={str(a): c.name for a, c in tight.items()}, runs=json.loads(C.to_json(orient='records')), traces=traces)
 
     # ---- end-to-end measurements: a few picks and one controlled stream, interleaved rounds
     ev_pairs = pairs['0006R0'][head:]
@@ -242,9 +253,10 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     if deployed.budget is None:
         cands_ctrl['deployed + control p=0.1 alpha=0.05'] = (deployed, dict(alpha=0.05, p=0.1, gamma=float(gammas.split(',')[0])))
     for a in (0.05, 0.10):
-        if starts[a].budget is None:
-            cands[f'alpha start {a} (no control)'] = starts[a]
-            for g in gs: cands_ctrl[f'alpha start {a} + control p=0.1 alpha={a} gamma={g}'] = (starts[a], dict(alpha=a, p=0.1, gamma=g))
+        for name, st in (('alpha start', starts), ('tight alpha start', tight)):
+            if st[a].budget is None:
+                cands[f'{name} {a} (no control)'] = st[a]
+                for g in gs: cands_ctrl[f'{name} {a} + control p=0.1 alpha={a} gamma={g}'] = (st[a], dict(alpha=a, p=0.1, gamma=g))
     meas = {}
     for r in range(rounds if 'M' in parts else 0):
         for name, cfg in cands.items():
