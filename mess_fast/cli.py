@@ -124,14 +124,17 @@ def predict_cmd(
     seed:int=0,           # Online control: seed of the audit draws
     # Online control: JSON file to continue from (if it exists) and to save the controller to
     state:str=None,
+    # Online control: the lowest threshold offset, in [-1, 0] (0: never looser than the deployed thresholds)
+    theta_min:float=-1.,
 ):
     ("Early-exit inference on image files with a deployed network or its ONNX export: PNG masks, a CSV of exits and "
      "latencies, and with --audit the control trace")
     matplotlib.use('Agg')
-    if onnx is not None: return predict_onnx_job(onnx, inputs, out, threads, audit, alpha, gamma, seed, state)
+    if onnx is not None:
+        return predict_onnx_job(onnx, inputs, out, threads, audit, alpha, gamma, seed, state, theta_min=theta_min)
     check_arg(len(inputs) >= 2,
            "expected a deployed network and image files: mess_fast predict MODEL IMAGES... (or --onnx DIR IMAGES...)")
-    return predict_job(inputs[0], list(inputs[1:]), out, audit, alpha, gamma, seed, state)
+    return predict_job(inputs[0], list(inputs[1:]), out, audit, alpha, gamma, seed, state, theta_min=theta_min)
 
 @call_parse
 def export_cmd(

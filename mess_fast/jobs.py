@@ -390,7 +390,7 @@ def search_job(run,                         # A `mess_fast train` output folder 
     return outp
 
 # %% ../nbs/09_jobs.ipynb #6beeaff2
-def make_controller(audit, alpha, gamma, seed, state):
+def make_controller(audit, alpha, gamma, seed, state, theta_min=-1.):
     "A `RiskController` for `--audit` (continued from the `state` file if it exists), or None"
     if state is not None and Path(state).is_file():
         try: return RiskController.from_dict(json.loads(Path(state).read_text()))
@@ -400,7 +400,9 @@ def make_controller(audit, alpha, gamma, seed, state):
     check_arg(0 < audit <= 1, f"--audit: expected the share of frames to audit, in (0, 1], got {audit}")
     check_arg(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
     check_arg(gamma > 0, f"--gamma: expected a step size > 0, got {gamma}")
-    return RiskController(alpha=alpha, p=audit, gamma=gamma, seed=seed)
+    check_arg(-1 <= theta_min <= 0, f"--theta-min: expected the lowest threshold offset, in [-1, 0] (0: never looser "
+              f"than the deployed thresholds), got {theta_min}")
+    return RiskController(alpha=alpha, p=audit, gamma=gamma, seed=seed, theta_range=(theta_min, 1.))
 
 def write_trace(outp, ctrl, state, log):
     "trace.png beside trace.csv, the state file if asked, and a summary line"
@@ -423,6 +425,7 @@ def predict_job(
     seed:int=0,       # Online control: seed of the audit draws
     # Online control: a JSON file to continue from (if it exists) and to save the controller to
     state:str|None=None,
+    theta_min:float=-1., # Online control: the lowest offset (0: never looser than the deployed thresholds)
     log=print,
 )->Path:
     ("Early-exit inference with a deployed network on image files: PNG masks, a CSV of exits and latencies (and with "
@@ -433,7 +436,7 @@ def predict_job(
     check_arg(inp is not None,
            f"{ckpt}: no input settings (size, normalisation) in the checkpoint; save it from a network made by "
            f"mess_learner")
-    ctrl = make_controller(audit, alpha, gamma, seed, state)
+    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min)
     check_arg(ctrl is None or pred.budget is None,
            f"{ckpt}: a budgeted deployment (always {pred.budget}) makes no decisions and keeps nothing "
                                                 "beyond its exit: there is nothing for --audit to control; deploy a "
@@ -473,12 +476,12 @@ def predict_onnx_job(
     out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
     threads:int|None=None, # ONNX Runtime intra-op threads; None: its own choice
     # Online control, as in `predict_job`
-    audit:float=0., alpha:float=defaults.alpha, gamma:float=0.5, seed:int=0, state:str|None=None,
+    audit:float=0., alpha:float=defaults.alpha, gamma:float=0.5, seed:int=0, state:str|None=None, theta_min:float=-1.,
     log=print,
 )->Path:
     "`predict_job` with ONNX Runtime (`mess_fast.runtime.onnx_predict_job`): masks, CSV, and with audits the trace"
     from mess_fast.runtime import onnx_predict_job      # the [onnx] extra: imported only when asked for
-    ctrl = make_controller(audit, alpha, gamma, seed, state)
+    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min)
     outp = onnx_predict_job(dir, list(images), out, threads=threads, controller=ctrl)
     if ctrl is not None: write_trace(outp, ctrl, state, log)
     return outp

@@ -562,3 +562,12 @@ def test_predict_audits_and_its_state(run, images, tmp_path):
     (tmp_path/'bad.json').write_text('{"no": "state"}')
     one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--state', tmp_path/'bad.json', '--out', tmp_path/'b')), 'bad.json', 'not a controller state')
     one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--audit', '1.5', '--out', tmp_path/'c')), '--audit', '1.5')
+    # --theta-min 0: the offset never goes below the deployed thresholds (a loose target pulls it down otherwise)
+    loose = ['--audit', '1', '--alpha', '0.99']
+    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *loose, '--out', tmp_path/'down')
+    assert rc == 0, err[-2000:]
+    assert (pd.read_csv(tmp_path/'down'/'trace.csv').theta_after < 0).all()
+    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *loose, '--theta-min', '0', '--out', tmp_path/'floor')
+    assert rc == 0, err[-2000:]
+    assert (pd.read_csv(tmp_path/'floor'/'trace.csv').theta_after == 0).all()
+    one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--audit', '0.5', '--theta-min', '0.5', '--out', tmp_path/'d')), '--theta-min', '0.5')
