@@ -209,21 +209,21 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     rows, traces = [], {}
     if deployed.budget is not None: say("the pick is a budgeted network: nothing to control")
     gs = [float(g) for g in gammas.split(',')]
-    runs = [('0.1pp', 0., 0.05, deployed, gs[0])] + [('0.1pp', p, a, deployed, gs[0]) for p in (0.05, 0.1, 0.2)
-                                                     for a in (0.02, 0.05, 0.10)]
+    # (start, p, alpha, configuration, gamma, lowest offset)
+    runs = [('0.1pp', 0., 0.05, deployed, gs[0], -1.)] + [('0.1pp', p, a, deployed, gs[0], -1.) for p in (0.05, 0.1, 0.2)
+                                                          for a in (0.02, 0.05, 0.10)]
     for name, st in (('alpha', starts), ('alpha-tight', tight)):
-        runs += [(name, 0., a, st[a], gs[0]) for a in (0.02, 0.05, 0.10)] + [
-            (name, p, a, st[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
+        runs += [(name, 0., a, st[a], gs[0], -1.) for a in (0.02, 0.05, 0.10)] + [
+            (name, p, a, st[a], g, -1.) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
     # the tight start with the offset kept >= 0 (never looser than the thresholds chosen on the training drive):
-    # no wind-up below the confidences of an easy stretch, no loosening either
-    runs += [('alpha-tight, theta>=0', p, a, tight[a], g) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
+    # no wind-up below the confidences of an easy stretch, no loosening either (predict --theta-min 0)
+    runs += [('alpha-tight, theta>=0', p, a, tight[a], g, 0.) for g in gs for p in (0.05, 0.1, 0.2) for a in (0.02, 0.05, 0.10)]
     for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'C' in parts else ():
         stream = ExitCache.concat([caches[order[0]], caches[order[1]]])
         n0 = caches[order[0]].n_images
-        for start, p, a, dep, g in runs:
+        for start, p, a, dep, g, lo in runs:
             if dep.budget is not None: continue
-            ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=0,
-                                  theta_range=(0, 1) if start.endswith('theta>=0') else (-1, 1))
+            ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=0, theta_range=(lo, 1.))
             if p == 0: ctrl.p = 0.
             tr = stream.replay(dep, ctrl)
             T = pd.DataFrame(tr)
