@@ -120,12 +120,13 @@ def predict_cmd(
     # Online control: audit this share of the frames (also run them to the final exit), e.g. 0.1
     audit:float=0.,
     alpha:float=defaults.alpha, # Online control: target share of pixels that disagree with the final exit
-    gamma:float=0.5,      # Online control: step size of the threshold offset
+    # Online control: step size of the threshold offset; default: 5 x the deployed thresholds' span (1 - the lowest th_img)
+    gamma:float=None,
     seed:int=0,           # Online control: seed of the audit draws
     # Online control: JSON file to continue from (if it exists) and to save the controller to
     state:str=None,
-    # Online control: the lowest threshold offset, in [-1, 0] (0: never looser than the deployed thresholds)
-    theta_min:float=-1.,
+    # Online control: the lowest threshold offset, in [-1, 0] (0: never looser than the deployed thresholds; -1: free)
+    theta_min:float=0.,
 ):
     ("Early-exit inference on image files with a deployed network or its ONNX export: PNG masks, a CSV of exits and "
      "latencies, and with --audit the control trace")

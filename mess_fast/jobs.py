@@ -23,7 +23,7 @@ from .model import MESSNet, state_sha256, config_diff
 from .convert import check_model_name, TV_SEG_ARCHS
 from .train import mess_learner, plot_exits
 from .distributed import require_accelerate   # also adds `MESSLearner.fit_mess_distrib`
-from .policy import RiskController
+from .policy import RiskController, ExitPolicy, step_size
 from .predict import EarlyExitPredictor, deployed_checkpoint
 from .profile import profile_net
 from .cache import build_cache, FramesDL
@@ -390,8 +390,9 @@ def search_job(run,                         # A `mess_fast train` output folder 
     return outp
 
 # %% ../nbs/09_jobs.ipynb #6beeaff2
-def make_controller(audit, alpha, gamma, seed, state, theta_min=-1.):
-    "A `RiskController` for `--audit` (continued from the `state` file if it exists), or None"
+def make_controller(audit, alpha, gamma, seed, state, theta_min=0., policy=None):
+    ("A `RiskController` for `--audit` (continued from the `state` file if it exists), or None; `gamma=None`: "
+     "`step_size(policy)`")
     if state is not None and Path(state).is_file():
         try: return RiskController.from_dict(json.loads(Path(state).read_text()))
         except (ValueError, KeyError, TypeError) as e:
@@ -399,6 +400,7 @@ def make_controller(audit, alpha, gamma, seed, state, theta_min=-1.):
     if not audit: return None
     check_arg(0 < audit <= 1, f"--audit: expected the share of frames to audit, in (0, 1], got {audit}")
     check_arg(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
+    if gamma is None: gamma = step_size(policy)
     check_arg(gamma > 0, f"--gamma: expected a step size > 0, got {gamma}")
     check_arg(-1 <= theta_min <= 0, f"--theta-min: expected the lowest threshold offset, in [-1, 0] (0: never looser "
               f"than the deployed thresholds), got {theta_min}")
@@ -421,11 +423,11 @@ def predict_job(
     # Online control: audit this share of frames (also run to the final exit) and steer the threshold offset
     audit:float=0.,
     alpha:float=defaults.alpha, # Online control: the target share of pixels disagreeing with the final exit
-    gamma:float=0.5,  # Online control: the offset's step size
+    gamma:float|None=None, # Online control: the offset's step size; None: `step_size` of the deployed thresholds
     seed:int=0,       # Online control: seed of the audit draws
     # Online control: a JSON file to continue from (if it exists) and to save the controller to
     state:str|None=None,
-    theta_min:float=-1., # Online control: the lowest offset (0: never looser than the deployed thresholds)
+    theta_min:float=0., # Online control: the lowest offset (0: never looser than the deployed thresholds; -1: free)
     log=print,
 )->Path:
     ("Early-exit inference with a deployed network on image files: PNG masks, a CSV of exits and latencies (and with "
@@ -436,7 +438,7 @@ def predict_job(
     check_arg(inp is not None,
            f"{ckpt}: no input settings (size, normalisation) in the checkpoint; save it from a network made by "
            f"mess_learner")
-    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min)
+    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min, pred.policy)
     check_arg(ctrl is None or pred.budget is None,
            f"{ckpt}: a budgeted deployment (always {pred.budget}) makes no decisions and keeps nothing "
                                                 "beyond its exit: there is nothing for --audit to control; deploy a "
@@ -476,12 +478,14 @@ def predict_onnx_job(
     out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
     threads:int|None=None, # ONNX Runtime intra-op threads; None: its own choice
     # Online control, as in `predict_job`
-    audit:float=0., alpha:float=defaults.alpha, gamma:float=0.5, seed:int=0, state:str|None=None, theta_min:float=-1.,
+    audit:float=0., alpha:float=defaults.alpha, gamma:float|None=None, seed:int=0, state:str|None=None,
+    theta_min:float=0.,
     log=print,
 )->Path:
     "`predict_job` with ONNX Runtime (`mess_fast.runtime.onnx_predict_job`): masks, CSV, and with audits the trace"
-    from mess_fast.runtime import onnx_predict_job      # the [onnx] extra: imported only when asked for
-    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min)
+    from mess_fast.runtime import onnx_predict_job, read_manifest   # the [onnx] extra: imported only when asked for
+    pol = ExitPolicy(**read_manifest(dir, verify=False)['policy']) if audit and gamma is None else None
+    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min, pol)
     outp = onnx_predict_job(dir, list(images), out, threads=threads, controller=ctrl)
     if ctrl is not None: write_trace(outp, ctrl, state, log)
     return outp

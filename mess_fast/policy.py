@@ -14,9 +14,9 @@ import numpy as np
 from .core import FINAL, defaults
 
 # %% auto #0
-__all__ = ['CONF_KINDS', 'COST_SCALE', 'pixel_confidence', 'label_edges', 'window_median', 'window_median_all', 'confidence_map',
-           'confident_mask', 'confident_counts', 'image_confidence', 'threshold32', 'leaves', 'reached', 'ExitPolicy',
-           'ExitCosts', 'RiskController']
+__all__ = ['CONF_KINDS', 'COST_SCALE', 'STEP_PER_SPAN', 'pixel_confidence', 'label_edges', 'window_median', 'window_median_all',
+           'confidence_map', 'confident_mask', 'confident_counts', 'image_confidence', 'threshold32', 'leaves',
+           'reached', 'ExitPolicy', 'ExitCosts', 'RiskController', 'step_size']
 
 # %% ../nbs/04_policy.ipynb #b1c00007
 CONF_KINDS = ('top1', 'entropy')
@@ -214,6 +214,12 @@ class ExitPolicy:
         ok, n = self.counts(logits, self.thresholds(key)[0], stride)
         return self.decide(ok[:, 0], n, key)
 
+    @property
+    def span(self)->float:
+        ("How far the global offset can rise and still matter: `1 - ` the lowest `th_img` (at that offset the most "
+         "permissive exit asks every pixel to be confident)")
+        return 1. - min(self.th_img.values() if isinstance(self.th_img, dict) else [self.th_img])
+
     def with_offset(self, offset:float)->ExitPolicy:
         "The same policy with global offset `offset`"
         return ExitPolicy(**(self.to_dict() | dict(offset=offset)))
@@ -374,3 +380,14 @@ class RiskController:
         return (f"RiskController(alpha={self.alpha:g}, p={self.p:g}, gamma={self.gamma:g}: theta={self.theta:+.3f} "
                 f"after {self.frames} frames, "
                 f"{self.audits} audits, risk {self.risk:.4f}{', FLAG' if self.flag else ''})")
+
+# %% ../nbs/04_policy.ipynb #ac462ec5
+STEP_PER_SPAN = 5.   # the controller's default step size, in spans of the deployed thresholds
+
+def step_size(policy:ExitPolicy,           # The deployed exit rule
+              rel:float=STEP_PER_SPAN,     # Step size per unit of span
+              floor:float=0.01,            # Smallest span used (a chain asking th_img = 1 still gets a step)
+             )->float:
+    "The `gamma` of a `RiskController` for `policy`: `rel` x its span, 1 - its lowest `th_img`"
+    if rel <= 0: raise ValueError(f"rel must be > 0, got {rel}")
+    return rel * max(policy.span, floor)

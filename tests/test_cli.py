@@ -13,6 +13,7 @@ from mess_fast.loaders import mess_dls
 from mess_fast.train import mess_learner
 from mess_fast.predict import EarlyExitPredictor
 from mess_fast.cache import ExitCache, ExitConfig
+from mess_fast.policy import ExitPolicy, step_size
 from mess_fast.search import SearchResult, TARGETS
 
 TRAIN = ['--size', '64,96', '--max-items', '8', '--epochs1', '1', '--epochs2', '1', '--grid', 'fcn-b0', '--positions', '2,5']
@@ -562,12 +563,17 @@ def test_predict_audits_and_its_state(run, images, tmp_path):
     (tmp_path/'bad.json').write_text('{"no": "state"}')
     one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--state', tmp_path/'bad.json', '--out', tmp_path/'b')), 'bad.json', 'not a controller state')
     one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--audit', '1.5', '--out', tmp_path/'c')), '--audit', '1.5')
-    # --theta-min 0: the offset never goes below the deployed thresholds (a loose target pulls it down otherwise)
+    # by default the offset never goes below the deployed thresholds (--theta-min 0); --theta-min -1 lets a loose
+    # target pull it down
     loose = ['--audit', '1', '--alpha', '0.99']
-    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *loose, '--out', tmp_path/'down')
+    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *loose, '--theta-min', '-1', '--out', tmp_path/'down')
     assert rc == 0, err[-2000:]
     assert (pd.read_csv(tmp_path/'down'/'trace.csv').theta_after < 0).all()
-    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *loose, '--theta-min', '0', '--out', tmp_path/'floor')
+    rc, out, err = cli('predict', tmp_path/'early.pth', *frames, *loose, '--state', tmp_path/'floor.json', '--out', tmp_path/'floor')
     assert rc == 0, err[-2000:]
     assert (pd.read_csv(tmp_path/'floor'/'trace.csv').theta_after == 0).all()
+    # the default step is 5 x the deployed thresholds' span (th_img 0.3: span 0.7); --gamma sets it
+    assert json.loads((tmp_path/'floor.json').read_text())['gamma'] == pytest.approx(step_size(ExitPolicy(th_img=0.3))) == pytest.approx(3.5)
+    rc, out, err = cli('predict', tmp_path/'early.pth', frames[0], *loose, '--gamma', '0.2', '--state', tmp_path/'g.json', '--out', tmp_path/'g')
+    assert rc == 0 and json.loads((tmp_path/'g.json').read_text())['gamma'] == 0.2, err[-2000:]
     one_line_error(*err_of(cli('predict', tmp_path/'early.pth', frames[0], '--audit', '0.5', '--theta-min', '0.5', '--out', tmp_path/'d')), '--theta-min', '0.5')

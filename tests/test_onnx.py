@@ -308,3 +308,15 @@ def test_controlled_traces_are_the_same_in_both_runtimes(setup):
     assert pred.policy.offset == 0 and runner.policy.offset == 0                                        # restored after the stream
     free = pred.evaluate(setup['dl'])
     assert RiskController(p=0.).p == 0 and pred.evaluate(setup['dl'], controller=RiskController(p=0.))['exits'] == free['exits']
+
+def test_predict_jobs_default_step_in_both_runtimes(setup, tmp_path):
+    "The default step of `predict --audit` is `step_size` of the deployment's thresholds, read from the checkpoint or the manifest"
+    from mess_fast.jobs import predict_job, predict_onnx_job
+    from mess_fast.policy import step_size
+    imgs = [p for p, _ in setup['pairs'][:2]]
+    want = step_size(setup['pred'].policy)
+    assert want == step_size(ExitPolicy(**read_manifest(setup['out'])['policy'])) > 0
+    setup['pred'].save(tmp_path/'dep.pth')
+    for name, job, src in (('torch', predict_job, tmp_path/'dep.pth'), ('onnx', predict_onnx_job, setup['out'])):
+        job(src, imgs, out=tmp_path/name, audit=1., state=str(tmp_path/f'{name}.json'), log=lambda *a: None)
+        assert json.loads((tmp_path/f'{name}.json').read_text())['gamma'] == pytest.approx(want), name
