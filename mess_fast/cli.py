@@ -109,8 +109,8 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
 
 @call_parse
 def predict_cmd(
-    # A deployed network (deployed.pth, or a run or search folder), then image files and/or folders; with --onnx: images
-    # only
+    # A deployed network (deployed.pth, or a run or search folder: its latest deployment, torch or ONNX), then image files
+    # and/or folders; with --onnx: images only
     *inputs:str,
     # Run this ONNX export (a folder from `mess_fast export`) with ONNX Runtime instead of a checkpoint
     onnx:str=None,

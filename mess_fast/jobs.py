@@ -31,8 +31,8 @@ from .search import search, check_picks, TARGETS
 from .certify import LOSSES, BOUNDS
 
 # %% auto #0
-__all__ = ['RUNNING', 'parse_size', 'parse_grid', 'parse_thresholds', 'check_arg', 'train_job', 'search_job', 'make_controller',
-           'write_trace', 'predict_job', 'predict_onnx_job']
+__all__ = ['RUNNING', 'ONNX_DEPLOYED', 'parse_size', 'parse_grid', 'parse_thresholds', 'check_arg', 'train_job', 'search_job',
+           'make_controller', 'write_trace', 'latest_deployment', 'predict_job', 'predict_onnx_job']
 
 # %% ../nbs/09_jobs.ipynb #b3bb00c3
 def _csv(s, typ, name:str)->list:
@@ -188,6 +188,8 @@ def train_job(data:str|None=None,        # Dataset folder; None: $MESS_FAST_DATA
     return outp
 
 # %% ../nbs/09_jobs.ipynb #7761941d
+ONNX_DEPLOYED = 'deployed_onnx'   # the folder `search --onnx` deploys to, beside search.json
+
 def _calibration(run, args, net, data, unlabelled, pairs=False):
     ("`(calibration dl, evaluation dl, what)`: halves of the run's (or `data`'s) validation frames; label-free halves "
      "of an image folder; with `pairs`, the halves as `(image, mask)` file pairs instead of loaders")
@@ -384,7 +386,7 @@ def search_job(run,                         # A `mess_fast train` output folder 
     ax = res.plot(cost); ax.figure.savefig(outp/'pareto.png', dpi=120, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close('all')
     if ort is None: res.deploy(cfg, net, path=(dep := outp/'deployed.pth'))
-    else: dep = ort.deploy(cfg, outp/'deployed_onnx')
+    else: dep = ort.deploy(cfg, outp/ONNX_DEPLOYED)
     log(f"Deployed {cfg.name} to {run.name}/{outp.name}/{dep.name} ({how})"
         + ('' if ort is None else f"; run it: mess_fast predict --onnx {run.name}/{outp.name}/{dep.name} IMAGES..."))
     return outp
@@ -416,8 +418,21 @@ def write_trace(outp, ctrl, state, log):
     log(f"online control: {ctrl}" + (f"; state saved to {Path(state).name}" if state is not None else '')
         + (" — DRIFT FLAG: the calibration no longer holds on these frames" if ctrl.flag else ''))
 
+def latest_deployment(run_or_model)->Path:
+    ("What `predict` runs for `run_or_model`: a file as given; a search folder's deployment; a run folder's latest "
+     "(by time written): a `deployed.pth` or an ONNX deployment of `search --onnx` (its manifest.json)")
+    p = Path(run_or_model)
+    if p.is_dir():
+        for pats in (('deployed.pth', f'{ONNX_DEPLOYED}/manifest.json'),
+                     ('search*/deployed.pth', f'search*/{ONNX_DEPLOYED}/manifest.json')):
+            found = [f for pat in pats for f in p.glob(pat)]
+            if found: return max(found, key=lambda f: (f.stat().st_mtime, str(f)))
+    return deployed_checkpoint(p)
+
 def predict_job(
-    model,            # A deployed checkpoint (`deployed.pth`), a search folder, or a run folder (its latest search)
+    # A deployed checkpoint (`deployed.pth`), a search folder, or a run folder: its latest deployment (an ONNX one runs
+    # with ONNX Runtime)
+    model,
     images,           # Image files and/or folders of images (in name order: a stream)
     out:str='mess_pred', # Output folder for the masks and predictions.csv (a numbered sibling if taken)
     # Online control: audit this share of frames (also run to the final exit) and steer the threshold offset
@@ -432,7 +447,12 @@ def predict_job(
 )->Path:
     ("Early-exit inference with a deployed network on image files: PNG masks, a CSV of exits and latencies (and with "
      "audits a trace)")
-    ckpt = deployed_checkpoint(model)
+    ckpt = latest_deployment(model)
+    if ckpt.name == 'manifest.json':                         # the run's latest search deployed an ONNX export
+        log(f"{ckpt.parent.parent.name}/{ckpt.parent.name}: the latest deployment is an ONNX export (search --onnx); "
+            f"running it with ONNX Runtime")
+        return predict_onnx_job(ckpt.parent, images, out, audit=audit, alpha=alpha, gamma=gamma, seed=seed, state=state,
+                                theta_min=theta_min, log=log)
     pred = EarlyExitPredictor.load(ckpt)
     inp = pred.net.meta.get('input')
     check_arg(inp is not None,

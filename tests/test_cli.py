@@ -311,6 +311,13 @@ def test_search_on_onnx(run, tmp_path):
     assert list(picks.index) == [FINAL] + list(TARGETS)
     np.testing.assert_allclose(picks.eval_miou, picks.eval_pred_miou, rtol=0, atol=1e-12)
     assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
+    # `predict RUN` runs the run's latest deployment: this ONNX one (not search/deployed.pth), with ONNX Runtime
+    imgs = [p for p, _ in calib[:2]]
+    rc, out, err = cli('predict', r, *imgs, '--out', tmp_path/'pred')
+    assert rc == 0 and 'search-2/deployed_onnx' in out and 'ONNX Runtime' in out, err[-3000:]
+    assert list(pd.read_csv(tmp_path/'pred'/'predictions.csv').exit) == got['exits'][:2]
+    rc, out, err = cli('predict', r/'search', *imgs, '--out', tmp_path/'pred-torch')         # a search folder: its own
+    assert rc == 0 and 'ONNX Runtime' not in out, err[-3000:]
 
 def test_search_on_onnx_bad_input(run, tmp_path, monkeypatch):
     "`search --onnx`: a folder that is not an all-exit export of this run's network is one line, and nothing is written"
