@@ -109,8 +109,8 @@ def search_cmd(run:str,              # Output folder of `mess_fast train`
 
 @call_parse
 def predict_cmd(
-    # A deployed network (deployed.pth, or a run or search folder: its latest deployment, torch or ONNX), then image files
-    # and/or folders; with --onnx: images only
+    # A deployed network (deployed.pth, or a run or search folder: its latest deployment, torch or ONNX), then image
+    # files and/or folders; with --onnx: images only
     *inputs:str,
     # Run this ONNX export (a folder from `mess_fast export`) with ONNX Runtime instead of a checkpoint
     onnx:str=None,
@@ -120,7 +120,7 @@ def predict_cmd(
     # Online control: audit this share of the frames (also run them to the final exit), e.g. 0.1
     audit:float=0.,
     alpha:float=defaults.alpha, # Online control: target share of pixels that disagree with the final exit
-    # Online control: step size of the threshold offset; default: 5 x the deployed thresholds' span (1 - the lowest th_img)
+    # Online control: step size of the threshold offset; default: 5 x the deployed thresholds' span (1 - lowest th_img)
     gamma:float=None,
     seed:int=0,           # Online control: seed of the audit draws
     # Online control: JSON file to continue from (if it exists) and to save the controller to

@@ -300,7 +300,7 @@ class RiskController:
     def __init__(self,
                  alpha:float=defaults.alpha, # Target: the long-run share of pixels that disagree with the final exit
                  p:float=0.1,               # Share of frames audited (also run to the final exit), chosen at random
-                 gamma:float=0.5,           # Step size of the offset update
+                 gamma:float=0.5,           # Step size of the offset update (`step_size`: one for a deployment)
                  theta:float=0.,            # Starting offset (0: the deployed thresholds)
                  theta_range=(-1., 1.),     # The offset is kept in this range (1: no image leaves early)
                  window:int=20,             # Audits in the running window
