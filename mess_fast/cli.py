@@ -116,7 +116,7 @@ def predict_cmd(
     onnx:str=None,
     # Output folder for the PNG masks and predictions.csv (a numbered sibling if taken)
     out:str='mess_pred',
-    threads:int=None,     # ONNX Runtime intra-op threads (with --onnx); default: its own choice
+    threads:int=None,     # ONNX Runtime intra-op threads (--onnx, or an ONNX deployment); default: its own choice
     # Online control: audit this share of the frames (also run them to the final exit), e.g. 0.1
     audit:float=0.,
     alpha:float=defaults.alpha, # Online control: target share of pixels that disagree with the final exit
@@ -135,7 +135,8 @@ def predict_cmd(
         return predict_onnx_job(onnx, inputs, out, threads, audit, alpha, gamma, seed, state, theta_min=theta_min)
     check_arg(len(inputs) >= 2,
            "expected a deployed network and image files: mess_fast predict MODEL IMAGES... (or --onnx DIR IMAGES...)")
-    return predict_job(inputs[0], list(inputs[1:]), out, audit, alpha, gamma, seed, state, theta_min=theta_min)
+    return predict_job(inputs[0], list(inputs[1:]), out, audit, alpha, gamma, seed, state, theta_min=theta_min,
+                       threads=threads)
 
 @call_parse
 def export_cmd(

@@ -392,13 +392,17 @@ def search_job(run,                         # A `mess_fast train` output folder 
     return outp
 
 # %% ../nbs/09_jobs.ipynb #6beeaff2
-def make_controller(audit, alpha, gamma, seed, state, theta_min=0., policy=None):
-    ("A `RiskController` for `--audit` (continued from the `state` file if it exists), or None; `gamma=None`: "
-     "`step_size(policy)`")
+def make_controller(audit, alpha, gamma, seed, state, theta_min=0., policy=None, log=print):
+    ("A `RiskController` for `--audit` (continued from the `state` file if it exists, with its own settings), or None; "
+     "`gamma=None`: `step_size(policy)`")
     if state is not None and Path(state).is_file():
-        try: return RiskController.from_dict(json.loads(Path(state).read_text()))
+        try: c = RiskController.from_dict(json.loads(Path(state).read_text()))
         except (ValueError, KeyError, TypeError) as e:
             raise CliError(f"{state}: not a controller state written by mess_fast predict --state ({e})") from None
+        log(f"continuing the controller saved in {Path(state).name} with its own settings (audit {c.p:g}, alpha "
+            f"{c.alpha:g}, gamma {c.gamma:g}, offset range {c.theta_range[0]:g}..{c.theta_range[1]:g}, seed {c.seed}): "
+            f"--audit, --alpha, --gamma, --theta-min and --seed apply to a new state file only")
+        return c
     if not audit: return None
     check_arg(0 < audit <= 1, f"--audit: expected the share of frames to audit, in (0, 1], got {audit}")
     check_arg(0 < alpha < 1, f"--alpha: expected a risk target in (0, 1), e.g. 0.05, got {alpha}")
@@ -418,6 +422,11 @@ def write_trace(outp, ctrl, state, log):
     log(f"online control: {ctrl}" + (f"; state saved to {Path(state).name}" if state is not None else '')
         + (" — DRIFT FLAG: the calibration no longer holds on these frames" if ctrl.flag else ''))
 
+def _search_number(f):
+    "2 for search-2/..., 1 for search/... (ties of file times go to the later search)"
+    d = next((q.name for q in [f, *f.parents] if q.name.startswith('search')), 'search')
+    return int(d[7:]) if d[7:].isdigit() else 1
+
 def latest_deployment(run_or_model)->Path:
     ("What `predict` runs for `run_or_model`: a file as given; a search folder's deployment; a run folder's latest "
      "(by time written): a `deployed.pth` or an ONNX deployment of `search --onnx` (its manifest.json)")
@@ -425,8 +434,9 @@ def latest_deployment(run_or_model)->Path:
     if p.is_dir():
         for pats in (('deployed.pth', f'{ONNX_DEPLOYED}/manifest.json'),
                      ('search*/deployed.pth', f'search*/{ONNX_DEPLOYED}/manifest.json')):
-            found = [f for pat in pats for f in p.glob(pat)]
-            if found: return max(found, key=lambda f: (f.stat().st_mtime, str(f)))
+            found = [f for pat in pats for f in p.glob(pat) if f.is_file()]
+            if found: return max(found, key=lambda f: (f.stat().st_mtime, _search_number(f)))
+        if (p/'manifest.json').is_file(): return p/'manifest.json'     # an ONNX export itself
     return deployed_checkpoint(p)
 
 def predict_job(
@@ -443,6 +453,7 @@ def predict_job(
     # Online control: a JSON file to continue from (if it exists) and to save the controller to
     state:str|None=None,
     theta_min:float=0., # Online control: the lowest offset (0: never looser than the deployed thresholds; -1: free)
+    threads:int|None=None, # ONNX Runtime intra-op threads, when the deployment is an ONNX one
     log=print,
 )->Path:
     ("Early-exit inference with a deployed network on image files: PNG masks, a CSV of exits and latencies (and with "
@@ -451,14 +462,14 @@ def predict_job(
     if ckpt.name == 'manifest.json':                         # the run's latest search deployed an ONNX export
         log(f"{ckpt.parent.parent.name}/{ckpt.parent.name}: the latest deployment is an ONNX export (search --onnx); "
             f"running it with ONNX Runtime")
-        return predict_onnx_job(ckpt.parent, images, out, audit=audit, alpha=alpha, gamma=gamma, seed=seed, state=state,
-                                theta_min=theta_min, log=log)
+        return predict_onnx_job(ckpt.parent, images, out, threads=threads, audit=audit, alpha=alpha, gamma=gamma,
+                                seed=seed, state=state, theta_min=theta_min, log=log)
     pred = EarlyExitPredictor.load(ckpt)
     inp = pred.net.meta.get('input')
     check_arg(inp is not None,
            f"{ckpt}: no input settings (size, normalisation) in the checkpoint; save it from a network made by "
            f"mess_learner")
-    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min, pred.policy)
+    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min, pred.policy, log)
     check_arg(ctrl is None or pred.budget is None,
            f"{ckpt}: a budgeted deployment (always {pred.budget}) makes no decisions and keeps nothing "
                                                 "beyond its exit: there is nothing for --audit to control; deploy a "
@@ -504,8 +515,9 @@ def predict_onnx_job(
 )->Path:
     "`predict_job` with ONNX Runtime (`mess_fast.runtime.onnx_predict_job`): masks, CSV, and with audits the trace"
     from mess_fast.runtime import onnx_predict_job, read_manifest   # the [onnx] extra: imported only when asked for
-    pol = ExitPolicy(**read_manifest(dir, verify=False)['policy']) if audit and gamma is None else None
-    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min, pol)
+    fresh = state is None or not Path(state).is_file()
+    pol = ExitPolicy(**read_manifest(dir, verify=False)['policy']) if audit and gamma is None and fresh else None
+    ctrl = make_controller(audit, alpha, gamma, seed, state, theta_min, pol, log)
     outp = onnx_predict_job(dir, list(images), out, threads=threads, controller=ctrl)
     if ctrl is not None: write_trace(outp, ctrl, state, log)
     return outp

@@ -153,6 +153,8 @@ def reached(conf,            # float32 image confidences (numpy), any shape
 
 # %% ../nbs/04_policy.ipynb #b1c00028
 def _check_th(name, v):
+    if isinstance(v, dict) and not v:
+        raise ValueError(f"{name}: an empty dict; expected a number or {{exit key: number}}")
     vals = v.items() if isinstance(v, dict) else [(None, v)]
     for k, x in vals:
         where = f" for exit {k!r}" if k is not None else ''
@@ -389,5 +391,6 @@ def step_size(policy:ExitPolicy,           # The deployed exit rule
               floor:float=0.01,            # Smallest span used (a chain asking th_img = 1 still gets a step)
              )->float:
     "The `gamma` of a `RiskController` for `policy`: `rel` x its span, 1 - its lowest `th_img`"
-    if rel <= 0: raise ValueError(f"rel must be > 0, got {rel}")
+    if not 0 < rel < math.inf: raise ValueError(f"rel must be a finite number > 0, got {rel}")
+    if not 0 < floor <= 1: raise ValueError(f"floor must be in (0, 1], got {floor}")
     return rel * max(policy.span, floor)

@@ -562,6 +562,7 @@ def test_predict_audits_and_its_state(run, images, tmp_path):
     for part, fs in (('p1', frames[:2]), ('p2', frames[2:])):
         rc, out, err = cli('predict', tmp_path/'early.pth', *fs, *opts, '--state', st, '--out', tmp_path/part)
         assert rc == 0, err[-2000:]
+        assert ('continuing the controller saved in state.json' in out) == (part == 'p2')   # it says whose settings apply
     assert json.loads(st.read_text())['frames'] == 4
     parts = pd.concat([pd.read_csv(tmp_path/p/'trace.csv') for p in ('p1', 'p2')], ignore_index=True)
     cols = ['exit', 'audited', 'theta', 'theta_after']
