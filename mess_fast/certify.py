@@ -7,6 +7,7 @@ Docs: https://mess-fast.github.io/mess_fast/certify.html.md"""
 # %% ../nbs/06d_certify.ipynb #ce000004
 from __future__ import annotations
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np, pandas as pd
@@ -28,7 +29,7 @@ def clip_units(items:list, # Frame names, e.g. a cache's `items`
     ("Unit index of each frame: runs of `clip` consecutive frames (in name order) of one sequence, numbered "
      "in that order")
     if not (isinstance(clip, int) and clip >= 1): raise ValueError(f"clip must be an int >= 1, got {clip!r}")
-    order = sorted(range(len(items)), key=lambda i: (sequence_of(items[i]), str(items[i])))
+    order = sorted(range(len(items)), key=lambda i: (sequence_of(items[i]), Path(items[i]).name, str(items[i])))
     units, u, prev, n = np.zeros(len(items), int), -1, None, 0
     for i in order:
         s = sequence_of(items[i])

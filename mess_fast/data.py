@@ -23,7 +23,7 @@ with warnings.catch_warnings():   # fastai.layers calls the deprecated torch.jit
 __all__ = ['CAMVID_CODES', 'CAMVID_VOID', 'CAMVID_PALETTE', 'SEGNET_EXPECTED', 'FASTAI_EXPECTED', 'palette_for',
            'mini_camvid_path', 'resolve_data_path', 'camvid_path', 'detect_layout', 'Problem', 'DataError',
            'read_codes', 'find_void', 'pair_files', 'SegSource', 'segnet_source', 'folders_source', 'fastai_source',
-           'synth_seg_dataset', 'seg_source', 'sequence_of', 'split_pairs']
+           'synth_seg_dataset', 'seg_source', 'sequence_of', 'frame_order', 'split_pairs']
 
 # %% ../nbs/01_data.ipynb #28f939b8
 CAMVID_CODES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
@@ -369,6 +369,13 @@ def sequence_of(fn)->str:
     "Video sequence of a frame, the file-name prefix before the first '_' ('0016E5_07959.png' -> '0016E5')"
     return Path(fn).name.split('_')[0]
 
+def frame_order(items, # Frame files, or (image, mask) pairs
+               )->list:
+    ("`items` in frame order: by sequence, then file name — not by folder, so a sequence whose frames are split "
+     "over two folders (CamVid's 0016E5 is in `train/` and `val/`) comes out as one stream in time")
+    first = lambda o: o[0] if isinstance(o, (tuple, list)) else o
+    return sorted(items, key=lambda o: (sequence_of(first(o)), Path(first(o)).name, str(first(o))))
+
 @patch
 def sequences(self:SegSource, split:str='all')->dict:
     "Number of pairs of each video sequence in `split` ('train', 'valid' or 'all')"
@@ -387,7 +394,7 @@ def by_sequence(self:SegSource,
         raise DataError.of(self.path, f"no frames of sequence(s) {bad}; expected some of {list(have)}")
     if train is not None and (both := sorted(set(valid) & set(train))):
         raise ValueError(f"sequences {both} are in both splits")
-    allp = sorted(self.pairs('all'))
+    allp = frame_order(self.pairs('all'))
     tr = [p for p in allp if sequence_of(p[0]) not in valid and (train is None or sequence_of(p[0]) in train)]
     return replace(self, train=tr, valid=[p for p in allp if sequence_of(p[0]) in valid])
 
@@ -397,7 +404,7 @@ def split_pairs(pairs:list,           # (image, mask) pairs
     "Two disjoint parts of `pairs`, each covering every sequence, in frame order"
     if how not in ('halves', 'alternate'): raise ValueError(f"how must be 'halves' or 'alternate', got {how!r}")
     seqs = {}
-    for p in sorted(pairs): seqs.setdefault(sequence_of(p[0]), []).append(p)
+    for p in frame_order(pairs): seqs.setdefault(sequence_of(p[0]), []).append(p)
     a, b = [], []
     for fr in seqs.values():
         if how == 'alternate': a += fr[0::2]; b += fr[1::2]
