@@ -1,6 +1,6 @@
 """Trust benchmark: do the search's promises hold on frames it was not chosen on? Certified picks (issue 24) and online
 risk control (issue 25), on the network of `bench_train_shift.py` (ResNet-18 MESS trained on CamVid sequence 0016E5 only;
-sequences 0001TP, 62 frames, and 0006R0, 101 frames, never trained on).
+sequences 0001TP, 62 frames, and 0006R0, 101 frames, never trained on; or, with `--train-seq`, on another sequence).
 
 Everything is computed exactly from caches of the unseen frames (one pass of the network over them, `build_cache`, with
 labels: confusion matrices for the mIoU against ground truth, and agreement counts for the label-free disagreement), and
@@ -18,9 +18,9 @@ Part B, across sequences: calibrate on one unseen sequence, evaluate on the othe
 and evaluate on the rest.
 
 Part C, online control: the two unseen sequences played as one stream (both orders), deployed with a pick made offline on
-0016E5's own frames (the calibration a user has: the training drive) — the paper's 0.1 pp pick, and for each alpha the
+the training sequence's own frames (the calibration a user has: the training drive; 0016E5's val frames by default) — the paper's 0.1 pp pick, and for each alpha the
 cheapest early-exit chain whose disagreement there is <= alpha (the "alpha start"; also with tight thresholds,
-`ExitCache.tighten`: the same decisions on 0016E5, the most conservative elsewhere, and that with the offset kept >= 0)
+`ExitCache.tighten`: the same decisions on the training drive, the most conservative elsewhere, and that with the offset kept >= 0)
 — with audits (p) and rolling risk control (alpha, step sizes `--gammas`, and `--spans`: steps in units of the
 deployed thresholds' span, `step_size`, 5 being what `mess_fast predict --audit` uses), each controlled run with `--seeds`
 seeds of the audit draws; the same without control; realised disagreement overall and after the first 30 frames of each sequence, per window,
@@ -37,12 +37,18 @@ Part A runs hundreds of searches).
     python bench/bench_trust.py            # after bench_train_shift.py; about 30-40 min on 2 otherwise idle cores
     python bench/bench_trust.py --parts C,M --gammas 0.5,2 --ckpt results/os16/mess_r18_0016E5.pth --out results/os16
     python bench/bench_trust.py --parts C,M --gammas 0.5,2,5,10 --ckpt results/os8/mess_r18_0016E5.pth --out results/os8
+    python bench/bench_trust.py --train-seq 0006R0 --parts C,M --gammas 0.5,2,5,10 --ckpt results/os8_0006R0/mess_r18_0006R0.pth --out results/os8_0006R0
+
+`--train-seq 0006R0` judges a network trained on 0006R0 on streams of 0001TP and 0016E5 (305 frames): settings chosen on
+the runs of the 0016E5 network (the controller's step, 5 spans) are checked there out of sample. The end-to-end
+measurements run on the last unseen sequence (0006R0 by default, 0016E5 then).
 """
 import json, time, datetime, platform
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
 from mess_fast.core import FINAL, miou
+from mess_fast.data import frame_order
 from mess_fast.loaders import mess_dls, labelled_dl
 from mess_fast.model import MESSNet
 from mess_fast.policy import RiskController, step_size
@@ -51,7 +57,7 @@ from mess_fast.cache import build_cache, ExitCache, ExitConfig, stream_cost
 from mess_fast.search import search
 from mess_fast.certify import certify, clip_units, unit_losses
 from common import RESULTS, SIZE
-from bench_train_shift import shift_split, unseen_pairs, TRAIN_SEQ, UNSEEN, SHIFT_CKPT
+from bench_train_shift import shift_split, unseen_pairs, unseen_of, TRAIN_SEQ, SHIFT_CKPT
 
 TH_IMG = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -97,7 +103,8 @@ def alpha_start(cache, prof, alpha, max_exits=2):
 def settings(cache, max_exits=2): return dict(heads=cache.heads, th_pix=list(cache.th_pix), th_img=list(TH_IMG), max_exits=max_exits)
 
 @call_parse
-def main(splits:int=100,        # Random clip splits per unseen sequence (Part A)
+def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the other two are the unseen streets
+         splits:int=100,        # Random clip splits per unseen sequence (Part A)
          clip:int=2,            # Frames per calibration unit
          alphas:str='0.05,0.15', # Disagreement targets of the certified picks (Part A/B)
          alpha_drop:float=0.05, # mIoU-drop target of the drop certificate (a fraction: 0.05 = 5 pp per clip)
@@ -122,23 +129,27 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     def say(*a):
         s = ' '.join(str(o) for o in a); print(s, flush=True); report.append(s)
     pd.set_option('display.width', 250); pd.set_option('display.max_colwidth', 80)
+    unseen = unseen_of(train_seq); meas_seq = unseen[-1]
+    made = Path(ckpt).parent/'shift_train.json'
+    if made.exists() and (was := json.loads(made.read_text()).get('train_sequence', train_seq)) != train_seq:
+        raise SystemExit(f"{Path(ckpt).name} was trained on {was} ({made.name}), not on --train-seq {train_seq}")
     net = MESSNet.load(ckpt).eval()
-    src = shift_split()
+    src = shift_split(train_seq)
     dls = mess_dls(src, size=SIZE, bs=8)
-    pairs = {s: unseen_pairs(src, s) for s in UNSEEN}
-    train_val = [p for p in sorted(src.train) if 'val' in Path(p[0]).parent.name] or sorted(src.train)[-101:]
+    pairs = {s: unseen_pairs(src, s) for s in unseen}
+    train_val = [p for p in frame_order(src.train) if 'val' in Path(p[0]).parent.name] or frame_order(src.train)[-101:]
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
-               threads=threads, network=dict(arch=net.config['arch'], output_stride=net.config['output_stride'], trained_on=TRAIN_SEQ, unseen=list(UNSEEN), size=list(SIZE)),
+               threads=threads, network=dict(arch=net.config['arch'], output_stride=net.config['output_stride'], trained_on=train_seq, unseen=list(unseen), size=list(SIZE)),
                settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG,
                              parts=parts, gammas=[float(g) for g in gammas.split(',')]))
-    say(f"network trained on {TRAIN_SEQ}; unseen: " + ', '.join(f"{s} ({len(p)} frames)" for s, p in pairs.items()))
+    say(f"network trained on {train_seq}; unseen: " + ', '.join(f"{s} ({len(p)} frames)" for s, p in pairs.items()))
     t = time.perf_counter()
     caches = {s: build_cache(net, labelled_dl(dls, p, bs=8), progress=False) for s, p in pairs.items()}
     caches['train'] = build_cache(net, labelled_dl(dls, train_val, bs=8), progress=False)
     say(f"caches of {', '.join(f'{k}: {c.n_images}' for k, c in caches.items())} frames in {time.perf_counter() - t:.0f} s")
     prof = profile_net(net, SIZE, reps=10, progress=False)
-    lat = prof.costs(caches['0006R0'].keys)
-    for s in UNSEEN:
+    lat = prof.costs(caches[meas_seq].keys)
+    for s in unseen:
         c = caches[s]
         say(f"{s}: final exit mIoU {c.evaluate(ExitConfig(budget=FINAL))['miou'] * 100:.2f}; "
             f"best early exit alone {max(c.evaluate(ExitConfig(budget=k))['miou'] for k in c.heads) * 100:.2f}")
@@ -146,7 +157,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
 
     # ---- Part A: within one unseen sequence, random clip splits
     rows = []
-    for s in (UNSEEN if 'A' in parts else ()):
+    for s in (unseen if 'A' in parts else ()):
         c = caches[s]; units = clip_units(c.items, clip); n_u = units.max() + 1
         for sp in range(splits):
             rng = np.random.default_rng(sp)
@@ -181,7 +192,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
 
     # ---- Part B: across sequences, and recalibration on the first frames of the new one
     rows = []
-    for cal, ev in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'B' in parts else ():
+    for cal, ev in ((unseen[0], unseen[1]), (unseen[1], unseen[0])) if 'B' in parts else ():
         cc, ce = caches[cal], caches[ev]
         tail = ce.subset(range(head, ce.n_images)); headc = ce.subset(range(head))
         pp, rs = point_pick(cc, prof)
@@ -204,7 +215,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
 
     # ---- Part C: online control over a stream of the two unseen sequences
     deployed, why = control_pick(caches['train'], prof)
-    say(f"\nPart C — the deployed configuration, {why} on {caches['train'].n_images} frames of {TRAIN_SEQ} "
+    say(f"\nPart C — the deployed configuration, {why} on {caches['train'].n_images} frames of {train_seq} "
         f"(the training drive): {deployed.name}")
     starts = {a: alpha_start(caches['train'], prof, a) for a in (0.02, 0.05, 0.10)}
     say("Part C — the other start, for each alpha the cheapest configuration whose disagreement on the training drive is "
@@ -229,7 +240,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     runs += [(f'alpha-tight, {k:g} span{", theta>=0" if lo == 0 else ""}', p, a, tight[a],
               step_size(tight[a].policy(), rel=k), lo) for k in sp for lo in (0., -1.) for p in (0.05, 0.1, 0.2)
              for a in (0.02, 0.05, 0.10)]
-    for order in ((UNSEEN[0], UNSEEN[1]), (UNSEEN[1], UNSEEN[0])) if 'C' in parts else ():
+    for order in ((unseen[0], unseen[1]), (unseen[1], unseen[0])) if 'C' in parts else ():
         stream = ExitCache.concat([caches[order[0]], caches[order[1]]])
         n0 = caches[order[0]].n_images
         for (start, p, a, dep, g, lo), seed in ((r, sd) for r in runs for sd in range(seeds if r[1] > 0 else 1)):
@@ -268,7 +279,7 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     # the ceiling: the cheapest configuration within alpha chosen on the very frames it is judged on (a finer image-threshold grid)
     fine = tuple(round(0.01 * i, 2) for i in range(101))
     ceil = []
-    for s in UNSEEN:
+    for s in unseen:
         tail = caches[s].subset(range(30, caches[s].n_images))
         rs = search(tail, prof, max_exits=2, th_img=fine, accuracy='agreement', progress=False)
         for a in (0.02, 0.05, 0.10):
@@ -285,9 +296,9 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
                          runs=json.loads(C[C.seed == 0].to_json(orient='records')), traces=traces)
 
     # ---- end-to-end measurements: a few picks and one controlled stream, interleaved rounds
-    ev_pairs = pairs['0006R0'][head:]
+    ev_pairs = pairs[meas_seq][head:]
     dl = labelled_dl(dls, ev_pairs, bs=1)                       # batch size 1: each frame pays for its own exits
-    cands = {FINAL: ExitConfig(budget=FINAL), 'deployed (chosen on 0016E5)': deployed}
+    cands = {FINAL: ExitConfig(budget=FINAL), f'deployed (chosen on {train_seq})': deployed}
     cands_ctrl = {}
     if deployed.budget is None:
         cands_ctrl['deployed + control p=0.1 alpha=0.05'] = (deployed, dict(alpha=0.05, p=0.1, gamma=float(gammas.split(',')[0])))
@@ -302,12 +313,12 @@ def main(splits:int=100,        # Random clip splits per unseen sequence (Part A
     meas = {}
     for r in range(rounds if 'M' in parts else 0):
         for name, cfg in cands.items():
-            meas.setdefault(name, []).append(cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl)['latency_ms'])
+            meas.setdefault(name, []).append(cfg.predictor(net, caches[meas_seq].base_policy()).evaluate(dl)['latency_ms'])
         for name, (cfg, kw) in cands_ctrl.items():
-            e = cfg.predictor(net, caches['0006R0'].base_policy()).evaluate(dl, controller=RiskController(seed=0, **kw))
+            e = cfg.predictor(net, caches[meas_seq].base_policy()).evaluate(dl, controller=RiskController(seed=0, **kw))
             meas.setdefault(name, []).append(e['latency_ms'])
     M = pd.DataFrame([dict(name=k, latency_ms=float(np.median(v)), speedup=float(np.median(meas[FINAL]) / np.median(v))) for k, v in meas.items()])
-    say(f"\nMeasured end to end on 0006R0 after its first {head} frames (batch size 1, median of {rounds} interleaved rounds):")
+    say(f"\nMeasured end to end on {meas_seq} after its first {head} frames (batch size 1, median of {rounds} interleaved rounds):")
     say(M.round(3).to_string(index=False))
     res['measured'] = json.loads(M.to_json(orient='records'))
     res['seconds'] = time.perf_counter() - t_start
