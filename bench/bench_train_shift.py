@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
 from mess_fast.core import FINAL, defaults
-from mess_fast.data import camvid_path, seg_source, sequence_of, frame_order
+from mess_fast.data import camvid_path, seg_source, sequence_of
 from mess_fast.loaders import mess_dls, labelled_dl
 from bench_train import run_stage1, run_stage2, records
 from common import RESULTS, SIZE
@@ -39,8 +39,8 @@ def shift_split(train_seq=TRAIN_SEQ):
     return seg_source(camvid_path(), valid='val').by_sequence(list(unseen_of(train_seq)), train=[train_seq])
 
 def unseen_pairs(src, seq):
-    "The frames of unseen sequence `seq`, in frame order (by name: 0016E5's frames lie in train/ and val/)"
-    return [p for p in frame_order(src.valid) if sequence_of(p[0]) == seq]
+    "The frames of unseen sequence `seq`, in frame order (`by_sequence` keeps it: 0016E5's frames lie in train/ and val/)"
+    return [p for p in src.valid if sequence_of(p[0]) == seq]
 
 @call_parse
 def main(train_seq:str=TRAIN_SEQ, output_stride:int=8, bs:int=8, epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaults.lr2,

@@ -48,7 +48,6 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
 from mess_fast.core import FINAL, miou
-from mess_fast.data import frame_order
 from mess_fast.loaders import mess_dls, labelled_dl
 from mess_fast.model import MESSNet
 from mess_fast.policy import RiskController, step_size
@@ -137,7 +136,7 @@ def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the
     src = shift_split(train_seq)
     dls = mess_dls(src, size=SIZE, bs=8)
     pairs = {s: unseen_pairs(src, s) for s in unseen}
-    train_val = [p for p in frame_order(src.train) if 'val' in Path(p[0]).parent.name] or frame_order(src.train)[-101:]
+    train_val = [p for p in src.train if 'val' in Path(p[0]).parent.name] or src.train[-101:]     # src is in frame order
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
                threads=threads, network=dict(arch=net.config['arch'], output_stride=net.config['output_stride'], trained_on=train_seq, unseen=list(unseen), size=list(SIZE)),
                settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG,

@@ -7,13 +7,12 @@ Docs: https://mess-fast.github.io/mess_fast/certify.html.md"""
 # %% ../nbs/06d_certify.ipynb #ce000004
 from __future__ import annotations
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .core import FINAL, defaults, miou_rows
-from .data import sequence_of
+from .data import sequence_of, frame_key
 from .cache import ExitCache, ExitConfig
 from .chains import ChainSearch
 from .search import SearchResult
@@ -26,10 +25,10 @@ __all__ = ['LOSSES', 'BOUNDS', 'clip_units', 'unit_losses', 'hb_pvalue', 'wsr_pv
 def clip_units(items:list, # Frame names, e.g. a cache's `items`
                clip:int=defaults.clip, # Consecutive frames of one sequence per unit
               )->np.ndarray:
-    ("Unit index of each frame: runs of `clip` consecutive frames (in name order) of one sequence, numbered "
+    ("Unit index of each frame: runs of `clip` consecutive frames (`frame_key` order) of one sequence, numbered "
      "in that order")
     if not (isinstance(clip, int) and clip >= 1): raise ValueError(f"clip must be an int >= 1, got {clip!r}")
-    order = sorted(range(len(items)), key=lambda i: (sequence_of(items[i]), Path(items[i]).name, str(items[i])))
+    order = sorted(range(len(items)), key=lambda i: frame_key(items[i]))
     units, u, prev, n = np.zeros(len(items), int), -1, None, 0
     for i in order:
         s = sequence_of(items[i])

@@ -23,7 +23,7 @@ with warnings.catch_warnings():   # fastai.layers calls the deprecated torch.jit
 __all__ = ['CAMVID_CODES', 'CAMVID_VOID', 'CAMVID_PALETTE', 'SEGNET_EXPECTED', 'FASTAI_EXPECTED', 'palette_for',
            'mini_camvid_path', 'resolve_data_path', 'camvid_path', 'detect_layout', 'Problem', 'DataError',
            'read_codes', 'find_void', 'pair_files', 'SegSource', 'segnet_source', 'folders_source', 'fastai_source',
-           'synth_seg_dataset', 'seg_source', 'sequence_of', 'frame_order', 'split_pairs']
+           'synth_seg_dataset', 'seg_source', 'sequence_of', 'frame_key', 'frame_order', 'split_pairs']
 
 # %% ../nbs/01_data.ipynb #28f939b8
 CAMVID_CODES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
@@ -369,12 +369,15 @@ def sequence_of(fn)->str:
     "Video sequence of a frame, the file-name prefix before the first '_' ('0016E5_07959.png' -> '0016E5')"
     return Path(fn).name.split('_')[0]
 
+def frame_key(fn)->tuple:
+    "Sort key of a frame in time: its sequence, then its file name (not its folder), then the whole path"
+    return sequence_of(fn), Path(fn).name, str(fn)
+
 def frame_order(items, # Frame files, or (image, mask) pairs
                )->list:
-    ("`items` in frame order: by sequence, then file name — not by folder, so a sequence whose frames are split "
-     "over two folders (CamVid's 0016E5 is in `train/` and `val/`) comes out as one stream in time")
-    first = lambda o: o[0] if isinstance(o, (tuple, list)) else o
-    return sorted(items, key=lambda o: (sequence_of(first(o)), Path(first(o)).name, str(first(o))))
+    ("`items` in frame order (`frame_key`): a sequence whose frames are split over two folders (CamVid's 0016E5 is "
+     "in `train/` and `val/`) comes out as one stream in time")
+    return sorted(items, key=lambda o: frame_key(o[0] if isinstance(o, (tuple, list)) else o))
 
 @patch
 def sequences(self:SegSource, split:str='all')->dict:
@@ -388,7 +391,7 @@ def by_sequence(self:SegSource,
                 valid,           # Sequence names for the validation split
                 train=None,      # Sequence names for the training split; None: every other sequence
                )->SegSource:
-    "The dataset regrouped by video sequence: pairs of `valid` sequences validate, those of `train` train"
+    "The dataset by video sequence: pairs of `valid` sequences validate, those of `train` train (in `frame_order`)"
     have = self.sequences('all'); valid, train = listify(valid), listify(train) if train is not None else None
     if (bad := [q for q in valid + (train or []) if q not in have]):
         raise DataError.of(self.path, f"no frames of sequence(s) {bad}; expected some of {list(have)}")
