@@ -1,6 +1,7 @@
 """`mess_fast train`, `search` and `predict` end to end on one tiny run: the files each writes, the pick each option deploys,
 masks at the images' own sizes, one-line errors for bad input (the user-reported ones too), help texts, and nothing ever overwritten."""
 import re, shutil, time
+from pathlib import Path
 
 import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
@@ -150,6 +151,29 @@ def test_search_max_disagreement_is_the_start_for_control(run, tmp_path, monkeyp
                         (['--max-disagreement', '0.1', '--max-drop', '1'], ['--max-disagreement', '--max-drop'])]:
         rc, out, err = cli('search', r, *args)
         one_line_error(rc, err, *words)
+    assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
+
+def test_search_unlabelled_frames_choose_the_start(run, tmp_path):
+    ("Issue 25: the start for online control chosen label-free on frames of the new street (`--data FOLDER --unlabelled "
+     "--max-disagreement A`): the folder's first half in name order is the calibration cache, and the deployed chain is "
+     "the tightened cheapest one within A there")
+    from mess_fast.search import search
+    from mess_fast.profile import LatencyProfile
+    r = fresh_copy(run, tmp_path/'run')
+    street = tmp_path/'street'; street.mkdir()
+    frames = sorted((mini_camvid_path()/'val').glob('*.jpg'))[:7]
+    for f in frames[::-1]: shutil.copy(f, street/f.name)          # written in reverse: the order is the names'
+    rc, out, err = cli('search', r, *QUICK, '--data', street, '--unlabelled', '--max-disagreement', '0.3')
+    assert rc == 0, err[-3000:]
+    assert '4 + 3 unlabelled frames of street' in out
+    res, cache = result_of(r/'search-2')
+    assert cache.n_images == 4 and [Path(str(i)).name for i in cache.items] == [f.name for f in frames[:4]]
+    prof = LatencyProfile.load(r/'search-2'/'profile.json')
+    agr = search(cache, prof, max_exits=res.settings['max_exits'], th_img=res.settings['th_img'], accuracy='agreement',
+                 truncated=False, progress=False)
+    got, pick = deployed_config(r/'search-2'/'deployed.pth'), agr.pick('latency', max_disagreement=0.3)
+    assert got == cache.tighten(pick) and agr.pooled_disagreement(got) <= 0.3 + 1e-12
+    assert SearchResult.load(r/'search-2'/'search_agreement.json', cache).fronts == agr.fronts
     assert sorted(p.name for p in r.iterdir()) == ['model.pth', 'run.json', 'search', 'search-2']
 
 def test_search_impossible_budget(run, tmp_path):
