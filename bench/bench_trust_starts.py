@@ -85,11 +85,20 @@ def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the
     oracle = next(c for c in rs.fronts['latency'] if rs.pooled_disagreement(c) <= alpha)    # the front is cheapest first
     def first_frames(order, frac):
         h = caches[order[0]].subset(range(head)); return h.tighten(alpha_start(h, prof, alpha * frac))
-    made = out/'trust.json'                             # the start bench_trust.py deployed, chosen with its own profile
-    was = json.loads(made.read_text())['online']['tight_starts'].get(str(alpha)) if made.exists() else None
+    # the start bench_trust.py deployed (chosen with its own latency profile), tightened here again: its untightened name
+    # is exact (image thresholds on the 0.1 grid), a tight threshold's printed digits need not be
+    made = out/'trust.json'
+    if not made.exists(): raise SystemExit(f"{made}: run bench_trust.py --train-seq {train_seq} --out {out} first")
+    trust = json.loads(made.read_text())
+    if (was_seq := trust['network'].get('trained_on', TRAIN_SEQ)) != train_seq:
+        raise SystemExit(f"{made.name} in {out.name}/ is of a network trained on {was_seq}, not on --train-seq {train_seq}")
+    if str(alpha) not in trust['online']['starts']:
+        raise SystemExit(f"{made.name} has no start for alpha {alpha} (it has {', '.join(trust['online']['starts'])})")
+    was = tr.tighten(ExitConfig.from_name(trust['online']['starts'][str(alpha)]))
+    assert was.name == trust['online']['tight_starts'][str(alpha)], (was.name, trust['online']['tight_starts'])
     now = tr.tighten(alpha_start(tr, prof, alpha))
-    starts = {'training drive': lambda o: ExitConfig.from_name(was) if was else now}
-    if was and was != now.name: starts['training drive, re-profiled'] = lambda o: now   # the same rule, this run's profile
+    starts = {'training drive': lambda o: was}
+    if was != now: starts['training drive, re-profiled'] = lambda o: now   # the same rule, this run's latency profile
     starts |= {'training drive, alpha/2': lambda o: tr.tighten(alpha_start(tr, prof, alpha / 2)),
                f'label-free, first {head} frames': lambda o: first_frames(o, 1.),
                f'label-free, first {head} frames, 0.75 alpha': lambda o: first_frames(o, 0.75),
@@ -99,7 +108,8 @@ def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the
     for name, pick in starts.items():
         for order in ((unseen[0], unseen[1]), (unseen[1], unseen[0])):
             dep = pick(order)
-            if dep.budget is not None: continue          # a budgeted network: nothing to control
+            if dep.budget is not None:                   # a budgeted network: nothing to control
+                say(f"{name} ({' > '.join(order)}): {dep.name}, a budgeted network: no controlled runs"); continue
             stream, n0 = ExitCache.concat([caches[order[0]], caches[order[1]]]), caches[order[0]].n_images
             for p in P:
                 for seed in range(seeds if p > 0 else 1):
