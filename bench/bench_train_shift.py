@@ -42,6 +42,11 @@ def unseen_pairs(src, seq):
     "The frames of unseen sequence `seq`, in frame order (`by_sequence` keeps it: 0016E5's frames lie in train/ and val/)"
     return [p for p in src.valid if sequence_of(p[0]) == seq]
 
+def training_drive(src):
+    ("The training sequence's frames a deployment is chosen on: those of its `val/` folder (0016E5's 101), else its last "
+     "101 frames (`src` is in frame order)")
+    return [p for p in src.train if 'val' in Path(p[0]).parent.name] or src.train[-101:]
+
 @call_parse
 def main(train_seq:str=TRAIN_SEQ, output_stride:int=8, bs:int=8, epochs1:int=30, epochs2:int=8, lr1:float=defaults.lr1, lr2:float=defaults.lr2,
          grid:str=','.join(defaults.grid), threads:int=2, out:str=str(RESULTS), overwrite:bool=False):

@@ -56,7 +56,7 @@ from mess_fast.cache import build_cache, ExitCache, ExitConfig, stream_cost
 from mess_fast.search import search
 from mess_fast.certify import certify, clip_units, unit_losses
 from common import RESULTS, SIZE
-from bench_train_shift import shift_split, unseen_pairs, unseen_of, TRAIN_SEQ, SHIFT_CKPT
+from bench_train_shift import shift_split, unseen_pairs, training_drive, unseen_of, TRAIN_SEQ, SHIFT_CKPT
 
 TH_IMG = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -99,6 +99,19 @@ def alpha_start(cache, prof, alpha, max_exits=2):
     ok = [c for c in res.fronts['latency'] if c.budget is None and res.pooled_disagreement(c) <= alpha]
     return ok[0] if ok else ExitConfig(budget=FINAL)          # the front is cheapest first
 
+def judge_run(stream, n0, tr, dep, lat, head=30):
+    ("What one replay `tr` of `dep` over `stream` (its second sequence starts at frame `n0`) did after the first `head` "
+     "frames of each sequence: `(trace, per-frame disagreement, judged frames, dict of disagreement_after30, "
+     "drop_pp_after30 against ground truth, speedup predicted with the audits, audits)`")
+    T = pd.DataFrame(tr)
+    ex = np.array([stream.keys.index(k) for k in T.exit])
+    dis = stream.disagreement()[np.arange(stream.n_images), ex]
+    after = np.r_[np.arange(head, n0), np.arange(n0 + head, stream.n_images)]
+    cms = stream.cms[np.arange(stream.n_images), ex]
+    drop = (miou(stream.cms[after, -1].sum(0), stream.void) - miou(cms[after].sum(0), stream.void)) * 100
+    return T, dis, after, dict(disagreement_after30=float(dis[after].mean()), drop_pp_after30=float(drop),
+                               speedup=float(lat.budgeted(FINAL) / stream_cost(tr, dep, lat)), audits=int(T.audited.sum()))
+
 def settings(cache, max_exits=2): return dict(heads=cache.heads, th_pix=list(cache.th_pix), th_img=list(TH_IMG), max_exits=max_exits)
 
 @call_parse
@@ -136,7 +149,7 @@ def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the
     src = shift_split(train_seq)
     dls = mess_dls(src, size=SIZE, bs=8)
     pairs = {s: unseen_pairs(src, s) for s in unseen}
-    train_val = [p for p in src.train if 'val' in Path(p[0]).parent.name] or src.train[-101:]     # src is in frame order
+    train_val = training_drive(src)
     res = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, python=platform.python_version(),
                threads=threads, network=dict(arch=net.config['arch'], output_stride=net.config['output_stride'], trained_on=train_seq, unseen=list(unseen), size=list(SIZE)),
                settings=dict(splits=splits, clip=clip, delta=delta, alpha_drop=alpha_drop, head=head, max_exits=2, th_img=TH_IMG,
@@ -244,22 +257,13 @@ def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the
         n0 = caches[order[0]].n_images
         for (start, p, a, dep, g, lo), seed in ((r, sd) for r in runs for sd in range(seeds if r[1] > 0 else 1)):
             if dep.budget is not None: continue
-            ctrl = RiskController(alpha=a, p=max(p, 1e-9), gamma=g, seed=seed, theta_range=(lo, 1.))
-            if p == 0: ctrl.p = 0.
-            tr = stream.replay(dep, ctrl)
-            T = pd.DataFrame(tr)
-            dis = stream.disagreement()[np.arange(stream.n_images), [stream.keys.index(k) for k in T.exit]]
-            after = np.r_[np.arange(30, n0), np.arange(n0 + 30, stream.n_images)]
-            cms = np.stack([stream.cms[i, stream.keys.index(k)] for i, k in enumerate(T.exit)])
-            drop = (miou(stream.cms[after, -1].sum(0), stream.void) - miou(cms[after].sum(0), stream.void)) * 100
+            tr = stream.replay(dep, RiskController(alpha=a, p=p, gamma=g, seed=seed, theta_range=(lo, 1.)))
+            T, dis, after, judged = judge_run(stream, n0, tr, dep, lat)
             win = pd.Series(dis).rolling(20, min_periods=20).mean()
             rec = next((i - n0 for i in range(n0, stream.n_images) if abs(win[i] - a) <= 0.01), None)
-            cost = stream_cost(tr, dep, lat)
             rows.append(dict(stream=' > '.join(order), start=start, config=dep.name, p=p, alpha=a, gamma=g, theta_min=lo, seed=seed,
-                             control=p > 0, disagreement=float(dis.mean()),
-                             disagreement_after30=float(dis[after].mean()), window_max_after30=float(win[after].max()),
-                             drop_pp_after30=drop, speedup=lat.budgeted(FINAL) / cost, audits=int(T.audited.sum()),
-                             recovery_frames=rec, flags=int(T.flag.sum())))
+                             control=p > 0, disagreement=float(dis.mean()), window_max_after30=float(win[after].max()),
+                             **judged, recovery_frames=rec, flags=int(T.flag.sum())))
             if seed == 0 and p in (0, 0.1): traces[f"{' > '.join(order)} start={start} p={p} alpha={a} gamma={g:g}"] = T[['frame', 'exit', 'audited', 'loss', 'theta_after', 'window_risk', 'flag']].round(5).to_dict('list')
     C = pd.DataFrame(rows)
     C['safe'] = (C.disagreement_after30 <= C.alpha + 0.01) & (C.drop_pp_after30 <= 1)      # the promise, after 30 frames

@@ -25,34 +25,24 @@ Writes `trust_starts.json` and `trust_starts.txt` next to the checkpoint's other
 """
 import json, time, datetime, platform
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from fastcore.script import call_parse
-from mess_fast.core import FINAL, miou
 from mess_fast.loaders import mess_dls, labelled_dl
 from mess_fast.model import MESSNet
 from mess_fast.policy import RiskController, step_size
 from mess_fast.profile import profile_net
-from mess_fast.cache import build_cache, ExitCache, ExitConfig, stream_cost
+from mess_fast.cache import build_cache, ExitCache, ExitConfig
 from mess_fast.search import search
 from common import SIZE
-from bench_train_shift import shift_split, unseen_pairs, unseen_of, TRAIN_SEQ
-from bench_trust import alpha_start
+from bench_train_shift import shift_split, unseen_pairs, training_drive, unseen_of, TRAIN_SEQ
+from bench_trust import alpha_start, judge_run
 
 FINE = tuple(round(0.01 * i, 2) for i in range(101))
 
 def replay(stream, n0, dep, lat, alpha, p, seed, rel=5., head=30):
-    "One run of the CLI's default controller from `dep` over `stream` (its second sequence starts at frame `n0`)"
-    ctrl = RiskController(alpha=alpha, p=max(p, 1e-9), gamma=step_size(dep.policy(), rel=rel), seed=seed, theta_range=(0., 1.))
-    if p == 0: ctrl.p = 0.
-    tr = stream.replay(dep, ctrl)                              # one record per frame
-    T = pd.DataFrame(tr)
-    ex = [stream.keys.index(k) for k in T.exit]
-    dis = stream.disagreement()[np.arange(stream.n_images), ex]
-    after = np.r_[np.arange(head, n0), np.arange(n0 + head, stream.n_images)]
-    cms = stream.cms[np.arange(stream.n_images), ex]
-    drop = (miou(stream.cms[after, -1].sum(0), stream.void) - miou(cms[after].sum(0), stream.void)) * 100
-    return dict(disagreement_after30=float(dis[after].mean()), drop_pp_after30=float(drop),
-                speedup=float(lat.budgeted(FINAL) / stream_cost(tr, dep, lat)), audits=int(T.audited.sum()))
+    "What one run of the CLI's default controller from `dep` over `stream` does (`judge_run`)"
+    ctrl = RiskController(alpha=alpha, p=p, gamma=step_size(dep.policy(), rel=rel), seed=seed, theta_range=(0., 1.))
+    return judge_run(stream, n0, stream.replay(dep, ctrl), dep, lat, head)[-1]
 
 @call_parse
 def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the other two are the unseen streets
@@ -73,7 +63,7 @@ def main(train_seq:str=TRAIN_SEQ, # The sequence the network was trained on; the
     net = MESSNet.load(ckpt).eval()
     src = shift_split(train_seq)
     dls = mess_dls(src, size=SIZE, bs=8)
-    train_val = [p for p in src.train if 'val' in Path(p[0]).parent.name] or src.train[-101:]
+    train_val = training_drive(src)
     caches = {s: build_cache(net, labelled_dl(dls, unseen_pairs(src, s), bs=8), progress=False) for s in unseen}
     caches['train'] = tr = build_cache(net, labelled_dl(dls, train_val, bs=8), progress=False)
     prof = profile_net(net, SIZE, reps=10, progress=False)
